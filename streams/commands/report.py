@@ -1,0 +1,228 @@
+"""Impact of the alerts per seller: refunds owed, orders to protect, claims, buyers to notify.
+
+Reads alerts from a JSON Lines file (`--alerts-file`, `-` for stdin) or from a topic
+(`--topic` + `--bootstrap`, read from the beginning to the end offsets seen at start without
+a consumer group). Alerts are de-duplicated by `alert_id`; `--since`/`--until` select on
+`event_time` ([since, until)). See streams/impact.py for how each figure is counted.
+Formats: csv (one row per seller), json (totals, sellers with their order ids, hourly
+timeline), html (one self-contained page: inline CSS and SVG, nothing fetched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import sys
+from datetime import UTC, datetime, timedelta
+from html import escape
+from typing import Any
+
+import orjson
+
+from streams import impact
+from streams.kafka_io import add_bootstrap_argument
+
+COLORS = {
+    "invalid_tracking": "#8c6bb1",
+    "duplicate_tracking": "#d7301f",
+    "previously_used": "#fc8d59",
+    "destination_mismatch": "#2b8cbe",
+    "voided_label_scanned": "#66a61e",
+}
+_HTML_SELLER_ROWS = 500  # the page stays light; csv/json list every seller
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--alerts-file", metavar="PATH", help="alerts as JSON Lines; - = stdin")
+    source.add_argument("--topic", help="read the alerts from this topic instead")
+    add_bootstrap_argument(parser)
+    parser.add_argument("--since", type=impact.parse_time, help="event_time >= (RFC 3339/date)")
+    parser.add_argument("--until", type=impact.parse_time, help="event_time < (RFC 3339/date)")
+    parser.add_argument("--format", choices=("csv", "json", "html"), default="csv")
+    parser.add_argument("--output", metavar="PATH", help="write here instead of stdout")
+    parser.add_argument("--title", default="Tracking number incident impact", help="HTML title")
+
+
+def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.topic:
+        return asyncio.run(_load_topic(args.bootstrap, args.topic))
+    if args.alerts_file == "-":
+        return list(impact.read_alerts(sys.stdin.buffer, "<stdin>"))
+    with open(args.alerts_file, "rb") as handle:
+        return list(impact.read_alerts(handle, args.alerts_file))
+
+
+async def _load_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    from streams.kafka_io import read_to_end
+
+    alerts: list[dict[str, Any]] = []
+    async for record in read_to_end(bootstrap, [topic]):
+        alerts.extend(impact.read_alerts([record.value or b""], f"{topic}@{record.offset}"))
+    return alerts
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        alerts = _load(args)
+    except (OSError, impact.AlertsError) as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 2
+    result = impact.assess(alerts, args.since, args.until)
+    if args.format == "json":
+        data = orjson.dumps(impact.to_dict(result), option=orjson.OPT_INDENT_2) + b"\n"
+    elif args.format == "csv":
+        data = render_csv(result).encode()
+    else:
+        data = render_html(result, args.title).encode()
+    if args.output:
+        with open(args.output, "wb") as handle:
+            handle.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
+
+
+def render_csv(result: impact.Impact) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(impact.csv_header(result))
+    writer.writerows(impact.csv_rows(result))
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------- HTML
+
+
+def _timeline_svg(result: impact.Impact) -> str:
+    """Stacked bars of alerts per hour by rule, with day ticks and a legend."""
+    if not result.timeline:
+        return '<p class="muted">No alerts in this window.</p>'
+    hours = sorted({hour for hour, _ in result.timeline})
+    first, last = hours[0], hours[-1]
+    count = int((last - first) / timedelta(hours=1)) + 1
+    per_hour: list[dict[str, int]] = [{} for _ in range(count)]
+    for (hour, rule), n in result.timeline.items():
+        per_hour[int((hour - first) / timedelta(hours=1))][rule] = n
+    peak = max(sum(h.values()) for h in per_hour)
+    width, height, left, bottom, top = 960, 260, 44, 36, 12
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    bar_w = plot_w / count
+    parts: list[str] = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + 28}" '
+        f'role="img" aria-label="Alerts per hour by rule">'
+    ]
+    for i in range(5):  # horizontal grid and y labels
+        value = peak * i / 4
+        y = top + plot_h - plot_h * i / 4
+        parts.append(
+            f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:.0f}</text>'
+        )
+    for index, rules in enumerate(per_hour):
+        y = top + plot_h
+        x = left + index * bar_w
+        hour = first + timedelta(hours=index)
+        for rule in impact.RULES:
+            n = rules.get(rule, 0)
+            if not n:
+                continue
+            h = plot_h * n / peak
+            y -= h
+            parts.append(
+                f'<rect x="{x:.2f}" y="{y:.2f}" width="{max(bar_w - 0.5, 0.6):.2f}" '
+                f'height="{h:.2f}" fill="{COLORS[rule]}"><title>'
+                f"{hour:%Y-%m-%d %H:00} UTC: {n} {rule}</title></rect>"
+            )
+    day_step = max(1, count // 24 // 12 + 1)  # at most ~12 day labels
+    day = first.replace(hour=0)
+    while day <= last:
+        if day >= first:
+            x = left + (day - first) / timedelta(hours=1) * bar_w
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + plot_h}" '
+                f'y2="{top + plot_h + 5}" class="axis"/>'
+                f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle">'
+                f"{day:%b %d}</text>"
+            )
+        day += timedelta(days=day_step)
+    parts.append(
+        f'<line x1="{left}" x2="{width - 10}" y1="{top + plot_h}" y2="{top + plot_h}" '
+        f'class="axis"/>'
+    )
+    x = left
+    for rule in impact.RULES:  # legend
+        parts.append(
+            f'<rect x="{x}" y="{height + 8}" width="12" height="12" fill="{COLORS[rule]}"/>'
+            f'<text x="{x + 16}" y="{height + 18}">{rule}</text>'
+        )
+        x += 34 + 7 * len(rule)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;
+color:#1d2733;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
+.muted{color:#66717d}.cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0}
+.card{border:1px solid #d9dee4;border-radius:6px;padding:10px 14px;min-width:130px}
+.card b{display:block;font-size:22px}.card span{color:#66717d;font-size:12px}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border-bottom:1px solid #e6e9ed;padding:5px 8px;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}th{background:#f4f6f8;position:sticky;top:0}
+svg{width:100%;max-width:960px;height:auto;font-size:11px;fill:#44505c}
+svg .grid{stroke:#e6e9ed}svg .axis{stroke:#8a949e}
+"""
+
+
+def _card(value: Any, label: str) -> str:
+    return f'<div class="card"><b>{escape(str(value))}</b><span>{escape(label)}</span></div>'
+
+
+def render_html(result: impact.Impact, title: str) -> str:
+    summary = impact.totals(result)
+    window = impact.to_dict(result)["window"]
+    owed = ", ".join(f"{a} {c}" for c, a in summary["refunds_owed"].items()) or "0.00"
+    cards = "".join(
+        [
+            _card(summary["alerts"], "alerts"),
+            _card(summary["by_severity"].get("critical", 0), "critical"),
+            _card(summary["sellers"], "sellers affected"),
+            _card(summary["affected_orders"], "orders affected"),
+            _card(summary["orders_to_protect"], "orders to protect"),
+            _card(summary["a_to_z_claims"], "A-to-z claims to fund"),
+            _card(summary["buyers_to_notify"], "buyers to notify"),
+            _card(owed, f"label refunds owed ({summary['labels_to_refund']} labels)"),
+        ]
+    )
+    header = impact.csv_header(result)
+    rows = []
+    for row in list(impact.csv_rows(result))[:_HTML_SELLER_ROWS]:
+        rows.append("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>")
+    more = len(result.sellers) - _HTML_SELLER_ROWS
+    note = f'<p class="muted">{more} more sellers in the CSV/JSON report.</p>' if more > 0 else ""
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    since = window["since"] or "the first alert"
+    until = window["until"] or "the last alert"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{escape(title)}</h1>
+<p class="muted">Alerts with event time from {escape(since)} to {escape(until)};
+generated {generated}. Orders to protect are left out of valid tracking rate, on-time
+delivery and late shipment rate.</p>
+<div class="cards">{cards}</div>
+<h2>Incident timeline: alerts per hour by rule (UTC)</h2>
+{_timeline_svg(result)}
+<h2>Sellers</h2>
+<table><thead><tr>{"".join(f"<th>{escape(h)}</th>" for h in header)}</tr></thead>
+<tbody>{"".join(rows)}</tbody></table>
+{note}
+</body></html>
+"""

@@ -1,0 +1,165 @@
+"""Plain aiokafka plumbing for the operator commands (replay, import, export, simulate, report).
+
+These commands read a bounded slice of a topic and stop, so they use a consumer with no group:
+it is assigned every partition, never joins a group and never commits, which is what keeps
+them from disturbing the live workers' group. The end of the slice is the end offsets seen at
+start; records produced afterwards are left for the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+DEFAULT_BOOTSTRAP = "localhost:9092"
+TOPIC_ALREADY_EXISTS = 36
+_IN_FLIGHT = 2000  # unacknowledged sends before waiting: bounds memory, keeps batches full
+
+
+def bootstrap_default() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP)
+
+
+def add_bootstrap_argument(parser: Any, required: bool = False) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        default=None if required else bootstrap_default(),
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)",
+    )
+
+
+async def ensure_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int = 1, replication: int = 1
+) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [NewTopic(t, partitions, replication) for t in missing]
+        )
+        for error in response.topic_errors:
+            topic, code = error[0], error[1]
+            if code not in (0, TOPIC_ALREADY_EXISTS):  # a concurrent creator won the race
+                raise RuntimeError(f"cannot create topic {topic}: error {code} {error[2:]}")
+        return missing
+    finally:
+        await admin.close()
+
+
+def make_producer(bootstrap: str) -> Any:
+    from aiokafka import AIOKafkaProducer
+
+    # acks=all + idempotence: a retried send is not written twice.
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        compression_type=None,
+    )
+
+
+class Sender:
+    """Pipelined sends: many in flight, every acknowledgement checked before `drain` returns."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self._pending: list[asyncio.Future[Any]] = []
+        self.sent = 0
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+        partition: int | None = None,
+    ) -> None:
+        future = await self.producer.send(
+            topic, value=value, key=key, timestamp_ms=timestamp_ms, partition=partition
+        )
+        self._pending.append(future)
+        self.sent += 1
+        if len(self._pending) >= _IN_FLIGHT:
+            await self.drain()
+
+    async def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)  # raises the first delivery failure
+
+
+async def read_to_end(
+    bootstrap: str,
+    topics: Iterable[str],
+    from_ms: int | None = None,
+    on_start: Callable[[int], Awaitable[None] | None] | None = None,
+) -> AsyncIterator[Any]:
+    """Every record of `topics` from the beginning (or from `from_ms`) up to the end offsets
+    seen at start; topics that do not exist are empty. Records of one partition come in offset
+    order; partitions interleave. `on_start(total)` gets the number of offsets to read."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        known = await consumer.topics()
+        parts = [
+            TopicPartition(topic, p)
+            for topic in dict.fromkeys(topics)
+            if topic in known
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not parts:
+            if on_start:
+                await _maybe_await(on_start(0))
+            return
+        consumer.assign(parts)
+        end = await consumer.end_offsets(parts)
+        if from_ms is None:
+            await consumer.seek_to_beginning(*parts)
+        else:
+            found = await consumer.offsets_for_times({tp: from_ms for tp in parts})
+            for tp in parts:
+                at = found.get(tp)
+                consumer.seek(tp, at.offset if at is not None else end[tp])
+        start = {tp: await consumer.position(tp) for tp in parts}
+        if on_start:
+            await _maybe_await(on_start(sum(max(end[tp] - start[tp], 0) for tp in parts)))
+        remaining = {tp for tp in parts if start[tp] < end[tp]}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= end[tp]:
+                        break
+                    yield record
+            # Positions, not record offsets, decide: transaction markers and compacted gaps
+            # move the position past offsets that never come back as records.
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def _maybe_await(result: Awaitable[None] | None) -> None:
+    if result is not None:
+        await result
