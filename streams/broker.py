@@ -182,11 +182,18 @@ def _pom(version: str) -> str:
 
 
 def _tail(path: Path, lines: int = 25) -> str:
+    """The last `lines` lines of a log, preceded by its first error line when that is older."""
     try:
-        text = path.read_text(errors="replace")
+        all_lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    tail = all_lines[-lines:]
+    first_error = next(
+        (ln for ln in all_lines if " ERROR " in ln or "Exception" in ln or "[ERROR]" in ln), None
+    )
+    if first_error is not None and first_error not in tail:
+        tail = [first_error, "...", *tail]
+    return "\n".join(tail)
 
 
 def fetch_kafka(
