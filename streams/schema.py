@@ -1,0 +1,184 @@
+"""Compile the JSON Schema files under schemas/ into fast specialised checks.
+
+The schema files are the single source of truth; running the generic `jsonschema` validator on
+every message would cost tens of microseconds, so this module compiles the small subset of
+draft 2020-12 the input schemas use (type, required, properties, const, enum, minLength,
+maxLength, pattern, minimum, format date-time) into closures once, at import. Any other
+keyword is refused at compile time, so a schema edit can never be silently ignored by the code.
+tests/test_schemas.py proves the compiled checks accept and reject exactly what `jsonschema`
+(with a date-time format checker) does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import orjson
+
+from streams import SCHEMAS_DIR
+
+Check = Callable[[Any], None]
+
+# Keywords that only annotate; everything else must be compiled below.
+_ANNOTATIONS = frozenset(
+    {"$schema", "$id", "$comment", "title", "description", "examples", "additionalProperties"}
+)
+_STRING_KEYWORDS = frozenset({"minLength", "maxLength", "pattern", "format", "const", "enum"})
+_INTEGER_KEYWORDS = frozenset({"minimum", "const"})
+_OBJECT_KEYWORDS = frozenset({"required", "properties"})
+_MISSING = object()
+
+
+class Invalid(Exception):
+    """A value breaks its schema. `path` is a JSON Pointer (RFC 6901) to the field."""
+
+    __slots__ = ("message", "path")
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path or '/'}: {message}")
+        self.path = path
+        self.message = message
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """An aware datetime for an RFC 3339 string that already matched the schema pattern.
+
+    fromisoformat is the fast path; RFC 3339 also allows a lower-case `t`/`z` and the leap
+    second `:60`, which it refuses, so those are normalised (a leap second reads as :59).
+    None when the date does not exist (02-30) or the text is not RFC 3339 at all.
+    """
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    fixed = text.upper()
+    if len(fixed) > 18 and fixed[17:19] == "60":
+        fixed = fixed[:17] + "59" + fixed[19:]
+    try:
+        moment = datetime.fromisoformat(fixed)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _date_time(text: str) -> bool:
+    return parse_timestamp(text) is not None
+
+
+FORMATS: dict[str, Callable[[str], bool]] = {"date-time": _date_time}
+
+
+def _pointer(path: str, name: str) -> str:
+    return f"{path}/{name.replace('~', '~0').replace('/', '~1')}"
+
+
+def _unsupported(schema: dict[str, Any], allowed: frozenset[str], path: str) -> None:
+    extra = set(schema) - allowed - _ANNOTATIONS - {"type"}
+    if extra:
+        raise ValueError(f"schema at {path or '/'}: unsupported keywords {sorted(extra)}")
+
+
+def _compile_string(schema: dict[str, Any], path: str) -> Check:
+    _unsupported(schema, _STRING_KEYWORDS, path)
+    lo = schema.get("minLength", 0)
+    hi = schema.get("maxLength")
+    regex = re.compile(schema["pattern"]) if "pattern" in schema else None
+    if "format" in schema and schema["format"] not in FORMATS:
+        raise ValueError(f"schema at {path or '/'}: unsupported format {schema['format']!r}")
+    fmt = FORMATS[schema["format"]] if "format" in schema else None
+    allowed: frozenset[str] | None = None
+    if "const" in schema:
+        allowed = frozenset([schema["const"]])
+    if "enum" in schema:
+        values = frozenset(schema["enum"])
+        allowed = values if allowed is None else allowed & values
+    if allowed is not None and not all(isinstance(v, str) for v in allowed):
+        raise ValueError(f"schema at {path or '/'}: non-string const/enum on a string")
+
+    def check(value: Any) -> None:
+        if type(value) is not str:
+            raise Invalid(path, "expected a string")
+        n = len(value)
+        if n < lo or (hi is not None and n > hi):
+            raise Invalid(path, f"length {n} outside {lo}..{hi}")
+        if allowed is not None and value not in allowed:
+            raise Invalid(path, f"must be one of {sorted(allowed)}")
+        # search, not match: JSON Schema patterns are unanchored unless they say otherwise
+        if regex is not None and regex.search(value) is None:
+            raise Invalid(path, f"does not match {regex.pattern}")
+        if fmt is not None and not fmt(value):
+            raise Invalid(path, f"not a valid {schema['format']}")
+
+    return check
+
+
+def _compile_integer(schema: dict[str, Any], path: str) -> Check:
+    _unsupported(schema, _INTEGER_KEYWORDS, path)
+    minimum = schema.get("minimum")
+    has_const = "const" in schema
+    const = schema.get("const")
+    if has_const and (type(const) is not int):
+        raise ValueError(f"schema at {path or '/'}: non-integer const on an integer")
+
+    def check(value: Any) -> None:
+        # JSON Schema: true is not an integer, 1.0 is
+        kind = type(value)
+        if kind is not int and not (kind is float and value.is_integer()):
+            raise Invalid(path, "expected an integer")
+        if has_const and value != const:
+            raise Invalid(path, f"must be {const}")
+        if minimum is not None and value < minimum:
+            raise Invalid(path, f"must be >= {minimum}")
+
+    return check
+
+
+def _compile_object(schema: dict[str, Any], path: str) -> Check:
+    _unsupported(schema, _OBJECT_KEYWORDS, path)
+    required = tuple(schema.get("required", ()))
+    properties = tuple(
+        (name, _pointer(path, name), compile_schema(sub, _pointer(path, name)))
+        for name, sub in schema.get("properties", {}).items()
+    )
+    if schema.get("additionalProperties", True) is not True:
+        raise ValueError(f"schema at {path or '/'}: only additionalProperties: true is supported")
+
+    def check(value: Any) -> None:
+        if type(value) is not dict:
+            raise Invalid(path, "expected an object")
+        for name in required:
+            if name not in value:
+                raise Invalid(_pointer(path, name), "required field missing")
+        get = value.get
+        for name, _, sub in properties:
+            item = get(name, _MISSING)
+            if item is not _MISSING:
+                sub(item)
+
+    return check
+
+
+_COMPILERS = {"string": _compile_string, "integer": _compile_integer, "object": _compile_object}
+
+
+def compile_schema(schema: dict[str, Any], path: str = "") -> Check:
+    """A function that returns None for a valid instance and raises `Invalid` otherwise."""
+    kind = schema.get("type")
+    if kind not in _COMPILERS:
+        raise ValueError(f"schema at {path or '/'}: needs a single supported type, got {kind!r}")
+    return _COMPILERS[kind](schema, path)
+
+
+@cache
+def load(name: str) -> dict[str, Any]:
+    """The parsed schema file schemas/<name>.schema.json (e.g. `label.purchased`)."""
+    return orjson.loads((SCHEMAS_DIR / f"{name}.schema.json").read_bytes())
+
+
+@cache
+def validator(name: str) -> Check:
+    return compile_schema(load(name))
