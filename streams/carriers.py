@@ -173,10 +173,12 @@ def _gen(tokens: Any, rng: random.Random, out: list[str], spans: dict[str, tuple
                 _gen(sub, rng, out, spans, names)
         elif op is _sre_parse.SUBPATTERN:
             group, _add, _del, sub = av
-            start = sum(map(len, out))
-            _gen(sub, rng, out, spans, names)
             if group in names:
+                start = sum(map(len, out))
+                _gen(sub, rng, out, spans, names)
                 spans[names[group]] = (start, sum(map(len, out)))
+            else:
+                _gen(sub, rng, out, spans, names)
         elif op is _sre_parse.BRANCH:
             _gen(rng.choice(av[1]), rng, out, spans, names)
         elif op in (_sre_parse.ASSERT, _sre_parse.ASSERT_NOT, _sre_parse.AT):
@@ -185,9 +187,14 @@ def _gen(tokens: Any, rng: random.Random, out: list[str], spans: dict[str, tuple
             raise ValueError(f"cannot generate from pattern op {op}")
 
 
+@cache
+def _parsed(pattern: str) -> tuple[Any, dict[int, str]]:
+    compiled = re.compile(pattern)
+    return _sre_parse.parse(pattern), {v: k for k, v in compiled.groupindex.items()}
+
+
 def _random_candidate(fmt: Format, rng: random.Random) -> str:
-    parsed = _sre_parse.parse(fmt.pattern.pattern)
-    names = {v: k for k, v in fmt.pattern.groupindex.items()}
+    parsed, names = _parsed(fmt.pattern.pattern)
     out: list[str] = []
     spans: dict[str, tuple[int, int]] = {}
     _gen(parsed, rng, out, spans, names)

@@ -60,6 +60,27 @@ class Validation:
         }
 
 
+# A frozen dataclass's __init__ sets each field through object.__setattr__; on the hot path
+# we set the slots through their descriptors directly (same object, ~30% cheaper).
+_new_validation = object.__new__
+(_set_valid, _set_carrier, _set_format, _set_number, _set_serial, _set_check_digit,
+ _set_reason) = (getattr(Validation, name).__set__ for name in (
+    "valid", "carrier", "format", "number", "serial", "check_digit", "reason"))
+
+
+def _valid(carrier: str, fmt: str, number: str, serial: str, check_digit: str | None
+           ) -> Validation:
+    v = _new_validation(Validation)
+    _set_valid(v, True)
+    _set_carrier(v, carrier)
+    _set_format(v, fmt)
+    _set_number(v, number)
+    _set_serial(v, serial)
+    _set_check_digit(v, check_digit)
+    _set_reason(v, None)
+    return v
+
+
 # Characters that printing adds and the number does not hold (whitespace is handled by
 # str.split, which knows every Unicode space).
 _DROP = str.maketrans("", "", "-()\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u00ad")
@@ -98,7 +119,7 @@ def _attempt(c: Carrier, n: str) -> Validation | None:
                 if miss is None:
                     miss = Validation(False, c.code, f.id, n, serial, cd, failed)
                 continue
-        return Validation(True, c.code, f.id, s, serial, cd, None)
+        return _valid(c.code, f.id, s, serial, cd)
     return miss
 
 
@@ -122,12 +143,36 @@ def _validate(c: Carrier, n: str) -> Validation:
 
 def validate(number: str, carrier: str) -> Validation:
     """Validate `number` (as printed) for the courier code `carrier`."""
-    n = _normalise(number)
-    c = _CARRIERS.get(carrier) if _CARRIERS else _load().get(carrier)
+    # Hot path, inlined: the first format that accepts the number as is. Anything else
+    # (a near miss, a routing prefix, an implied prefix) goes to _validate, which redoes
+    # the cheap part and handles every case.
+    n = (number.upper() if number.isalnum()
+         else "".join(number.translate(_DROP).split()).upper())
+    c = _CARRIERS.get(carrier)
     if c is None:
-        c = _CARRIERS.get(carrier.strip().lower())
+        c = _load().get(carrier) or _CARRIERS.get(carrier.strip().lower())
         if c is None:
             return Validation(False, carrier, None, n, None, None, "unknown_carrier")
+    formats = c.by_length.get(len(n))
+    if formats is None:
+        formats = c.candidates(len(n))
+    for f in formats:
+        if f.prefix:
+            break
+        m = f.fullmatch(n)
+        if m is None:
+            continue
+        serial = m["serial"]
+        check = f.check
+        if check is None:
+            cd = None
+        else:
+            cd = m["check_digit"]
+            if check(serial) != cd:
+                break
+        if f.constraints:
+            break
+        return _valid(c.code, f.id, n, serial, cd)
     return _validate(c, n)
 
 
