@@ -1,0 +1,116 @@
+"""Run a stream worker: validate labels and scans from Kafka and publish alerts.
+
+Workers started with the same --app-id form one consumer group and share the partitions;
+give each its own --state-dir. Every flag has an environment variable (shown in --help);
+flags win over the environment. Logs go to stderr; SIGINT/SIGTERM stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from streams.stream_config import ENV_NAMES, StreamConfig
+
+
+def _env(name: str) -> str:
+    return ENV_NAMES.get(name, f"TRACKING_VALIDATOR_{name.upper()}")
+
+
+def _duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `24h` or `180d`."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    d = StreamConfig.__dataclass_fields__
+
+    def opt(flag: str, field: str, help: str, **kw: Any) -> None:
+        default = d[field].default
+        add(flag, dest=field, default=None, help=f"{help} (env {_env(field)}; default {default})",
+            **kw)
+
+    opt("--bootstrap", "bootstrap", "Kafka bootstrap servers, host:port[,host:port]")
+    opt("--app-id", "app_id", "application id: consumer group, internal topic and changelog prefix")
+    opt("--state-dir", "state_dir", "directory of the worker's RocksDB state", type=Path)
+    opt("--partitions", "partitions",
+        "partitions of the internal topic and changelog, and of topics the worker creates",
+        type=int)
+    opt("--replication", "replication", "replication factor of topics the worker creates",
+        type=int)
+    opt("--web-port", "web_port", "port of Faust's web server; 0 disables it", type=int)
+    opt("--labels-topic", "labels_topic", "input topic of label events")
+    opt("--scans-topic", "scans_topic", "input topic of carrier scans")
+    opt("--alerts-topic", "alerts_topic", "output topic of alerts")
+    opt("--deadletter-topic", "deadletter_topic", "output topic of unprocessable input")
+    opt("--internal-topic", "internal_topic",
+        "re-keyed internal topic (default <app-id>-tracking-events)")
+    opt("--commit-interval", "commit_interval", "seconds between offset commits", type=float)
+    add("--no-create-topics", dest="create_topics", action="store_const", const=False,
+        default=None, help="do not create missing input/output topics at start "
+        f"(env {_env('create_topics')}=0)")
+    add("--reuse-window", default=None, type=_duration,
+        help="how long a number stays in use after its label's last activity, e.g. 180d "
+        "(env TRACKING_VALIDATOR_REUSE_WINDOW_DAYS, in days)")
+    add("--clock-skew", default=None, type=_duration,
+        help="tolerance between carrier and platform clocks, e.g. 24h "
+        "(env TRACKING_VALIDATOR_CLOCK_SKEW_HOURS, in hours)")
+    add("--max-message-bytes", default=None, type=int,
+        help="larger input messages are dead-lettered as too_large "
+        "(env TRACKING_VALIDATOR_MAX_MESSAGE_BYTES)")
+    add("--loglevel", "-l", default=os.environ.get("TRACKING_VALIDATOR_LOGLEVEL", "warning"),
+        choices=["debug", "info", "warning", "error"], help="log level (default warning)")
+
+
+def config_from_args(args: argparse.Namespace) -> StreamConfig:
+    config = StreamConfig.from_env()
+    changes = {f: getattr(args, f, None) for f in StreamConfig.__dataclass_fields__
+               if f != "settings"}
+    config = config.with_(**changes)
+    settings_changes: dict[str, Any] = {}
+    if getattr(args, "reuse_window", None) is not None:
+        settings_changes["reuse_window"] = timedelta(seconds=args.reuse_window)
+    if getattr(args, "clock_skew", None) is not None:
+        settings_changes["clock_skew"] = timedelta(seconds=args.clock_skew)
+    if getattr(args, "max_message_bytes", None) is not None:
+        settings_changes["max_message_bytes"] = args.max_message_bytes
+    return config.with_(settings=replace(config.settings, **settings_changes))
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    return serve(config, loglevel=args.loglevel)
+
+
+def serve(config: StreamConfig, loglevel: str = "warning") -> int:
+    """Run one Faust worker in this process until SIGINT/SIGTERM; returns the exit code."""
+    import faust
+
+    from streams.app import build_app
+
+    app = build_app(config)
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,  # no banner: stdout stays free for the caller
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+        redirect_stdouts=False,
+    )
+    logging.getLogger(__name__).info("worker %s for %s", config.app_id, config.bootstrap)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
