@@ -60,10 +60,14 @@ def schema_of(path: Path) -> str:
 
 
 def accepts(check: compiled.Check, instance: Any) -> bool:
+    """The verdict of the compiled check, after asserting its two forms agree."""
+    fast = check.fast(instance)  # type: ignore[attr-defined]
     try:
-        check(instance)
+        check.explain(instance)  # type: ignore[attr-defined]
     except compiled.Invalid:
+        assert not fast, "fast check accepted what the explaining check rejects"
         return False
+    assert fast, "fast check rejected what the explaining check accepts"
     return True
 
 

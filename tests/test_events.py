@@ -1,0 +1,192 @@
+"""decode(): typed events from bytes, and the contract's dead-letter codes with JSON Pointers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams import SCHEMAS_DIR
+from streams.events import (
+    CarrierScan,
+    DecodeError,
+    LabelPurchased,
+    LabelVoided,
+    decode,
+)
+
+EXAMPLES = SCHEMAS_DIR / "examples"
+EXPECTED = json.loads((EXAMPLES / "expected-errors.json").read_text())
+
+
+def example(name: str) -> dict:
+    return json.loads((EXAMPLES / name).read_text())
+
+
+def encoded(obj: object) -> bytes:
+    return orjson.dumps(obj)
+
+
+def error_of(value: bytes | None, **kwargs: int) -> DecodeError:
+    with pytest.raises(DecodeError) as err:
+        decode(value, **kwargs)
+    return err.value
+
+
+def test_label_purchased_full() -> None:
+    event = decode((EXAMPLES / "label.purchased.valid.full.json").read_bytes())
+    assert isinstance(event, LabelPurchased)
+    assert event.key == "ups:1Z999AA10123456784"
+    assert event.number == "1Z999AA10123456784"
+    assert event.tracking_number == "1Z 999 AA1 01 2345 6784"
+    assert event.validation.valid
+    assert event.purchased_at == datetime(2025, 2, 24, 15, 4, 5, tzinfo=UTC)
+    assert event.event_ts == int(event.purchased_at.timestamp())
+    assert event.ship_by == datetime(2025, 2, 27, 7, 59, 59, tzinfo=UTC)
+    assert (event.seller_id, event.order_id, event.channel) == (
+        "seller-42", "112-0000001-0000001", "buy_shipping")
+    assert (event.ship_to_postal_code, event.ship_to_country) == ("10001-1234", "US")
+    assert event.cost == {"amount": "12.34", "currency": "USD"}
+
+
+def test_label_purchased_minimal_offsets_fractions_lower_case() -> None:
+    event = decode((EXAMPLES / "label.purchased.valid.minimal.json").read_bytes())
+    assert isinstance(event, LabelPurchased)
+    assert event.purchased_at.tzinfo is UTC
+    assert event.purchased_at == datetime(2025, 2, 24, 15, 4, 5, 123456, tzinfo=UTC)
+    assert event.event_ts == 1740409445  # fractions truncated: detection compares seconds
+    assert event.channel is None and event.cost is None and event.ship_by is None
+
+
+def test_routing_prefix_and_leap_second_and_extra_fields() -> None:
+    event = decode((EXAMPLES / "label.purchased.valid.routing-prefix-and-extras.json")
+                   .read_bytes())
+    assert event.key == "usps:9400100000000000000013"
+    assert event.purchased_at == datetime(2025, 6, 30, 23, 59, 59, tzinfo=UTC)
+
+
+def test_a_bad_tracking_number_is_a_valid_message() -> None:
+    event = decode((EXAMPLES / "label.purchased.valid.bad-tracking-number.json").read_bytes())
+    assert isinstance(event, LabelPurchased)
+    assert not event.validation.valid and event.validation.reason == "check_digit"
+    assert event.key == "ups:1Z999AA10123456785"
+
+
+def test_unknown_carrier_is_a_valid_message() -> None:
+    msg = example("label.purchased.valid.full.json") | {"carrier": "pigeon"}
+    event = decode(encoded(msg))
+    assert event.validation.reason == "unknown_carrier"
+    assert event.key == "pigeon:1Z999AA10123456784"
+
+
+def test_voided_and_scans_share_the_label_key() -> None:
+    voided = decode((EXAMPLES / "label.voided.valid.json").read_bytes())
+    assert isinstance(voided, LabelVoided)
+    assert voided.key == "ups:1Z999AA10123456784"  # "UPS" and lower-case number normalised
+    assert voided.voided_at == datetime(2025, 2, 25, 0, 0, tzinfo=UTC)
+    scan = decode((EXAMPLES / "carrier.scan.valid.delivered.json").read_bytes())
+    assert isinstance(scan, CarrierScan)
+    assert scan.key == voided.key
+    assert (scan.status, scan.code, scan.postal_code, scan.country, scan.city, scan.state) == (
+        "delivered", "KB", "10001", "US", "NEW YORK", "NY")
+    assert scan.occurred_at == datetime(2025, 2, 26, 19, 30, tzinfo=UTC)
+    minimal = decode((EXAMPLES / "carrier.scan.valid.minimal.json").read_bytes())
+    assert minimal.key == "usps:9400100000000000000013"
+    assert minimal.postal_code is None and minimal.country is None
+
+
+@pytest.mark.parametrize("name", sorted(k for k in EXPECTED if not k.startswith("$")))
+def test_invalid_examples_are_schema_errors_with_their_path(name: str) -> None:
+    code, path = EXPECTED[name]
+    err = error_of((EXAMPLES / name).read_bytes())
+    assert (err.code, err.path) == (code, path), err
+
+
+def test_every_invalid_input_example_has_an_expected_error() -> None:
+    inputs = {p.name for p in Path(EXAMPLES).glob("*.invalid.*.json")
+              if p.name.split(".invalid.")[0] in ("label.purchased", "label.voided",
+                                                  "carrier.scan")}
+    assert inputs == {k for k in EXPECTED if not k.startswith("$")}
+
+
+@pytest.mark.parametrize("value", [None, b"", bytearray()])
+def test_empty_value_is_invalid_json(value: bytes | None) -> None:
+    assert error_of(value).code == "invalid_json"
+
+
+@pytest.mark.parametrize("value", [b"{", b"{'a': 1}", b"NaN", b"{\"a\": 1,}", b"\xef\xbb\xbf{}"])
+def test_invalid_json(value: bytes) -> None:
+    assert error_of(value).code == "invalid_json"
+
+
+@pytest.mark.parametrize("value", [b"{\"type\": \"\xff\"}", b"\xc3\x28", "é".encode("latin-1")])
+def test_not_utf8_is_encoding(value: bytes) -> None:
+    err = error_of(value)
+    assert err.code == "encoding" and err.path is None
+
+
+@pytest.mark.parametrize("value", [b"[]", b"\"label.purchased\"", b"1", b"null", b"true"])
+def test_not_an_object(value: bytes) -> None:
+    assert error_of(value).code == "not_an_object"
+
+
+@pytest.mark.parametrize("kind", [None, "label.printed", 7, "LABEL.PURCHASED", ["carrier.scan"]])
+def test_unknown_type(kind: object) -> None:
+    msg = example("carrier.scan.valid.delivered.json")
+    if kind is None:
+        del msg["type"]
+    else:
+        msg["type"] = kind
+    err = error_of(encoded(msg))
+    assert (err.code, err.path) == ("unknown_type", "/type")
+
+
+def test_too_large_is_checked_before_parsing() -> None:
+    value = (EXAMPLES / "carrier.scan.valid.delivered.json").read_bytes()
+    assert isinstance(decode(value, max_bytes=len(value)), CarrierScan)
+    assert error_of(value, max_bytes=len(value) - 1).code == "too_large"
+    assert error_of(b"x" * ((1 << 20) + 1)).code == "too_large"
+
+
+def test_memoryview_input() -> None:
+    value = (EXAMPLES / "carrier.scan.valid.delivered.json").read_bytes()
+    assert isinstance(decode(memoryview(value)), CarrierScan)
+
+
+@pytest.mark.parametrize(("field", "value", "path"), [
+    ("schema_version", 2, "/schema_version"),
+    ("schema_version", "1", "/schema_version"),
+    ("schema_version", False, "/schema_version"),
+    ("event_id", "x" * 129, "/event_id"),
+    ("event_id", 12, "/event_id"),
+    ("ship_to", {"postal_code": "1"}, "/ship_to/country"),
+    ("ship_to", "10001", "/ship_to"),
+    ("cost", {"amount": "1.5"}, "/cost/currency"),
+    ("cost", {"amount": "-1.5", "currency": "USD"}, "/cost/amount"),
+    ("purchased_at", "2025-02-24T15:04:05Z\n", "/purchased_at"),
+    ("purchased_at", "2025-02-29T00:00:00Z", "/purchased_at"),
+    ("ship_by", "tomorrow", "/ship_by"),
+    ("channel", None, "/channel"),
+])
+def test_schema_errors_name_the_field(field: str, value: object, path: str) -> None:
+    msg = example("label.purchased.valid.full.json") | {field: value}
+    err = error_of(encoded(msg))
+    assert (err.code, err.path) == ("schema", path)
+    assert err.to_dict() == {"code": "schema", "message": err.message, "path": path}
+
+
+def test_missing_required_fields() -> None:
+    full = example("label.purchased.valid.full.json")
+    for field in ("event_id", "label_id", "tracking_number", "carrier", "seller_id", "order_id",
+                  "ship_to", "purchased_at", "schema_version"):
+        msg = {k: v for k, v in full.items() if k != field}
+        err = error_of(encoded(msg))
+        assert (err.code, err.path) == ("schema", f"/{field}")
+
+
+def test_integral_float_version_is_accepted_like_json_schema_does() -> None:
+    msg = example("label.purchased.valid.full.json") | {"schema_version": 1.0}
+    assert isinstance(decode(encoded(msg)), LabelPurchased)
