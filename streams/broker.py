@@ -429,6 +429,35 @@ def _stop_all() -> None:
             broker.stop(timeout=5)
 
 
+TEMP_PREFIX = "tracking-validator-kafka-"
+OWNER_FILE = "owner.pids"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_data_dirs(min_age: float = 60.0) -> None:
+    """Remove temporary data dirs left by runs that were killed outright (SIGKILL leaves no
+    chance to clean up): those whose owning Python process and JVM are both gone."""
+    now = time.time()
+    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            pids = [int(x) for x in (path / OWNER_FILE).read_text().split()]
+            if not pids or now - path.stat().st_mtime < min_age:
+                continue
+        except (OSError, ValueError):
+            continue
+        if not any(_pid_alive(pid) for pid in pids):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _write_properties(path: Path, props: Mapping[str, str]) -> None:
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
@@ -567,7 +596,9 @@ class LocalBroker:
             self._given_data_dir.mkdir(parents=True, exist_ok=True)
             self.data_dir = self._given_data_dir
         else:
-            self.data_dir = Path(tempfile.mkdtemp(prefix="tracking-validator-kafka-"))
+            sweep_stale_data_dirs()
+            self.data_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+            (self.data_dir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.log_path = self.data_dir / "broker.log"
 
     def _pick_ports(self) -> None:
@@ -632,6 +663,10 @@ class LocalBroker:
             out.close()
         with _LIVE_LOCK:
             _LIVE.add(self)
+        owner = self.data_dir / OWNER_FILE
+        if owner.exists():
+            with open(owner, "a") as f:
+                f.write(f"{self.process.pid}\n")
 
     def _wait_ready(self, began: float) -> None:
         assert self.log_path is not None and self.process is not None

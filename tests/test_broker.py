@@ -10,15 +10,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from streams import broker as kb
-from tests.conftest import in_ci
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
 def fake_tool(bin_dir: Path, name: str, script: str) -> Path:
@@ -317,3 +321,27 @@ def test_start_failure_reports_the_log_tail(tmp_path):
     assert "log: " in message and str(tmp_path / "d" / "broker.log") in message
     assert "not-a-number" in message  # the tail of the log explains what went wrong
     assert broker.process is None
+
+
+def test_sweep_removes_only_dirs_of_dead_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dirs = {}
+    for name, pids in {
+        "dead": f"{finished.pid}\n",
+        "alive": f"{finished.pid}\n{os.getpid()}\n",
+        "foreign": None,
+    }.items():
+        d = tmp_path / f"{kb.TEMP_PREFIX}{name}"
+        d.mkdir()
+        if pids is not None:
+            (d / kb.OWNER_FILE).write_text(pids)
+        os.utime(d, (time.time() - 3600, time.time() - 3600))
+        dirs[name] = d
+    fresh = tmp_path / f"{kb.TEMP_PREFIX}fresh"
+    fresh.mkdir()
+    (fresh / kb.OWNER_FILE).write_text(f"{finished.pid}\n")
+    kb.sweep_stale_data_dirs()
+    assert not dirs["dead"].exists()
+    assert dirs["alive"].exists() and dirs["foreign"].exists() and fresh.exists()
