@@ -196,12 +196,29 @@ ALGORITHMS: dict[str, Callable[..., Checker]] = {
     "iso7064_mod37_36": make_iso7064_mod37_36,
 }
 
-# Algorithms that reject every single-character substitution of a valid number (within
-# the characters their values map covers); mod7 and mod11_mod10 do not (two digits
-# 7 apart are congruent mod 7; mod 11 then mod 10 folds 10 onto 0).
-DETECTS_ALL_SUBSTITUTIONS = frozenset(
-    {"mod10", "gs1_mod10", "luhn", "s10", "iso7064_mod37_36"}
-)
+def detects_all_substitutions(name: str, params: Mapping[str, Any] | None = None) -> bool:
+    """True when `name` with `params` rejects every single-digit substitution in the digits it
+    covers (serial and check digit).
+
+    GS1 mod 10, Luhn and ISO 7064 do; a mod 10 whose weights are all coprime with 10 does.
+    Others do not: a weight of 2 (UPS, OnTrac) cannot tell 0 from 5; S10 maps both
+    remainders 0 and 6 to the check digit 5; mod 11 then mod 10 folds 10 onto 0; mod 7
+    cannot tell digits 7 apart.
+    """
+    p = dict(params or {})
+    if name in ("gs1_mod10", "luhn", "iso7064_mod37_36"):
+        return True
+    if name != "mod10":
+        return False
+
+    # mod 10 detects a substitution at a position exactly when that position's digit ->
+    # contribution map is injective over 0-9.
+    def contribution(d: int, w: int) -> int:
+        return (sum(divmod(d * w, 10)) if p.get("sum_product_digits") else d * w) % 10
+
+    return all(
+        len({contribution(d, w) for d in range(10)}) == 10 for w in p.get("weights", (3, 1))
+    )
 
 
 def compile_algorithm(name: str, params: Mapping[str, Any] | None = None) -> Checker:
