@@ -85,7 +85,10 @@ class Format:
 class Carrier:
     """A carrier's compiled formats, indexed by number length."""
 
-    __slots__ = ("by_length", "code", "definition", "formats", "long_formats", "name", "routing")
+    __slots__ = (
+        "by_length", "code", "definition", "formats", "long_formats", "name", "reinterprets",
+        "routing",
+    )
 
     def __init__(self, definition: dict[str, Any]) -> None:
         self.definition = definition
@@ -97,6 +100,8 @@ class Carrier:
         self.routing: tuple[Callable[[str], re.Match[str] | None], ...] = tuple(
             re.compile(r["pattern"]).match for r in definition.get("routing_prefixes", ())
         )
+        # canonical() must run the full validation only where a reading can change the number
+        self.reinterprets = bool(self.routing) or any(f.prefix for f in self.formats)
         # length -> formats that can match a number of that length, in file order
         self.by_length: dict[int, tuple[Format, ...]] = {
             n: tuple(f for f in self.formats if f.min_len <= n <= f.max_len)

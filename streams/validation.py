@@ -190,7 +190,7 @@ def canonical(number: str, carrier: str | None = None) -> str:
                 return v.number
         return n
     c = _CARRIERS.get(carrier) if _CARRIERS else _load().get(carrier)
-    if c is None or not (c.routing or any(f.prefix for f in c.formats)):
+    if c is None or not c.reinterprets:
         return n
     return _validate(c, n).number
 

@@ -24,6 +24,7 @@ when it is a terminal.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Iterable, Iterator
 from typing import IO
@@ -98,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
     if args.numbers:
         items: Iterable[tuple[str, str | None]] = ((n, carrier) for n in args.numbers)
     else:
-        items = _stdin_items(sys.stdin, carrier)
+        stdin: IO[str] = sys.stdin
+        if hasattr(stdin, "buffer"):  # undecodable bytes become U+FFFD (an invalid number)
+            stdin = io.TextIOWrapper(stdin.buffer, encoding="utf-8", errors="replace")
+        items = _stdin_items(stdin, carrier)
     return _emit(items, out, flush_each)
 
 
