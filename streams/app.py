@@ -118,8 +118,8 @@ def ingest_record(
 def detect_record(
     stored: bytes | None, value: bytes, settings: Any
 ) -> tuple[bytes | None, list[dict[str, Any]]]:
-    """Apply one internal-topic event to the stored state: (new state bytes or None when
-    unchanged, alerts without `detected_at`)."""
+    """Apply one internal-topic event to the stored state of its key: (the state to store,
+    None when nothing is left to keep; the new alerts, without `detected_at`)."""
     state = detection.TrackingState.from_bytes(stored) if stored is not None else None
     new_state, alerts = detection.apply(state, decode_event(value), settings)
     return (None if new_state is None else new_state.to_bytes()), alerts
@@ -278,7 +278,8 @@ def build_app(config: StreamConfig) -> faust.App:
         async for event in stream.events():
             msg = event.message
             key = msg.key
-            new_state, alerts = detect_record(table.get(key), msg.value, settings)
+            stored = table.get(key)
+            new_state, alerts = detect_record(stored, msg.value, settings)
             if alerts:
                 pending = []
                 for alert in alerts:
@@ -290,7 +291,10 @@ def build_app(config: StreamConfig) -> faust.App:
                     )
                 # acked before the state that marks this event as seen is written
                 await asyncio.gather(*pending)
-            if new_state is not None:
+            if new_state is None:
+                if stored is not None:
+                    del table[key]  # a tombstone in the changelog
+            elif new_state != stored:  # a redelivery changes nothing: no changelog write
                 table[key] = new_state
 
     app.tracking = {  # type: ignore[attr-defined]  # handles for tests and benchmarks

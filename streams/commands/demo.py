@@ -1,0 +1,412 @@
+"""Run the whole pipeline on a bundled sample incident and print each alert as it arrives.
+
+Uses the Kafka at --bootstrap / $KAFKA_BOOTSTRAP_SERVERS when given, else starts a local
+broker (Java 17+; the Kafka jars are fetched once). Starts one worker, feeds the sample
+(streams/samples/incident.jsonl: the Feb 2025 USPS number reuse in miniature) and prints one
+line per alert. Ctrl-C (or SIGTERM) stops the worker and the broker; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from streams.samples import INCIDENT
+
+SEVERITY_WIDTH = 8
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", default=None,
+                        help="Kafka to use (env KAFKA_BOOTSTRAP_SERVERS); default: start a "
+                        "local broker")
+    parser.add_argument("--sample", type=Path, default=INCIDENT,
+                        help="JSON Lines file of contract messages (default: the bundled "
+                        "incident)")
+    parser.add_argument("--partitions", type=int, default=3,
+                        help="partitions of the topics (default 3)")
+    parser.add_argument("--exit-after-sample", action="store_true",
+                        help="stop once every alert the sample should raise has arrived "
+                        "(exit 1 if they do not within --timeout)")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds to wait for the sample's alerts with "
+                        "--exit-after-sample (default 120)")
+    parser.add_argument("--worker-log", type=Path, default=None,
+                        help="file for the worker's log (default: a temporary file)")
+
+
+# ---------------------------------------------------------------- a worker in a subprocess
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the worker gets SIGTERM if this process dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class WorkerProcess:
+    """`tracking-validator worker` in a child process (also used by the tests and benchmarks).
+
+    `args` are worker flags (`--bootstrap`, `--app-id`, ...). `stop()` sends SIGTERM and
+    waits, `kill()` sends SIGKILL: both are idempotent."""
+
+    def __init__(self, args: Sequence[str], log: str | os.PathLike[str] | IO[bytes] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.args = list(args)
+        self.log = log
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        repo = Path(__file__).resolve().parents[2]
+        env = dict(os.environ if self.env is None else self.env)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(repo), env.get("PYTHONPATH", "")) if p
+        )
+        out: Any
+        if self.log is None or hasattr(self.log, "write"):
+            out = self.log if self.log is not None else subprocess.DEVNULL
+            opened = None
+        else:
+            out = opened = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", *self.args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            if opened is not None:
+                opened.close()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def poll(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit code."""
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        return proc.returncode
+
+    def kill(self) -> int | None:
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.kill()
+        return proc.wait(timeout=10)
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------- printing
+
+
+def _short_reason(alert: dict[str, Any]) -> str:
+    rule = alert.get("rule")
+    ev = alert.get("evidence") or {}
+    if rule == "duplicate_tracking":
+        holders = ev.get("holders") or []
+        who = ", ".join(f"{h.get('seller_id')} ({h.get('label_id')})" for h in holders)
+        kind = "another seller's" if ev.get("other_seller") else "the same seller's"
+        return f"number still held by {kind} label: {who}"
+    if rule == "previously_used":
+        scans = ev.get("scans") or []
+        if scans:
+            first = scans[0]
+            where = first.get("postal_code") or first.get("country") or "?"
+            return (f"carrier scanned it {first.get('status')} on "
+                    f"{str(first.get('occurred_at'))[:10]} at {where}, before this purchase")
+        return "scanned before this purchase"
+    if rule == "invalid_tracking":
+        return f"number fails validation: {ev.get('reason')}"
+    if rule == "destination_mismatch":
+        scan = ev.get("scan") or {}
+        ship_to = ev.get("ship_to") or {}
+        return (f"{scan.get('status')} at {scan.get('postal_code') or scan.get('country')}, "
+                f"label ships to {ship_to.get('postal_code')} {ship_to.get('country')}")
+    if rule == "voided_label_scanned":
+        scan = ev.get("scan") or {}
+        return (f"voided {str(ev.get('voided_at'))[:16]}, then scanned "
+                f"{scan.get('status')} {str(scan.get('occurred_at'))[:16]}")
+    return ""
+
+
+def format_alert(alert: dict[str, Any]) -> str:
+    """One readable line: event time, severity, rule, number, seller/order, short reason."""
+    when = str(alert.get("event_time", "")).replace("T", " ").rstrip("Z")[:16]
+    severity = str(alert.get("severity", "")).upper().ljust(SEVERITY_WIDTH)
+    return (f"{when}  {severity} {alert.get('rule', ''):<22} {alert.get('tracking_number', '')}"
+            f"  {alert.get('seller_id', '')}/{alert.get('order_id', '')}  "
+            f"{_short_reason(alert)}")
+
+
+def format_dead_letter(record: dict[str, Any]) -> str:
+    err = record.get("error") or {}
+    path = f" at {err['path']}" if err.get("path") else ""
+    return (f"{str(record.get('received_at', ''))[:19].replace('T', ' ')}  DEAD LETTER "
+            f"{record.get('source_topic')}/{record.get('partition')}@{record.get('offset')}  "
+            f"{err.get('code')}: {err.get('message')}{path}")
+
+
+# ---------------------------------------------------------------- the demo
+
+
+def expected_alert_ids(lines: list[bytes]) -> set[str]:
+    """The alerts the contract's in-order reading of the sample raises (streams.offline)."""
+    import orjson
+
+    from streams.offline import Processor
+    from streams.samples import topic_of
+
+    found: set[str] = set()
+    proc = Processor(lambda a: found.add(a["alert_id"]), lambda d: None)
+    for i, line in enumerate(lines):
+        try:
+            topic = topic_of(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            topic = "labels"
+        proc.feed(line, source=topic, partition=0, offset=i)
+    proc.finish()
+    return found
+
+
+async def _have_leaders(admin: Any, topics: list[str]) -> bool:
+    """Every topic exists and each of its partitions has a leader."""
+    if not set(topics) <= set(await admin.list_topics()):
+        return False
+    for described in await admin.describe_topics(topics):
+        parts = described.get("partitions") or []
+        if described.get("error_code") or not parts:
+            return False
+        if any(p.get("error_code") or p.get("leader", -1) < 0 for p in parts):
+            return False
+    return True
+
+
+async def _wait_topics(bootstrap: str, topics: list[str], worker: WorkerProcess,
+                       timeout: float = 60.0) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not await _have_leaders(admin, topics):
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with code {worker.poll()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics {topics} were not created in {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def _produce(bootstrap: str, lines: list[bytes], topics: dict[str, str]) -> None:
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from streams.samples import topic_of
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        pending = []
+        for line in lines:
+            try:
+                topic = topics[topic_of(orjson.loads(line))]
+            except orjson.JSONDecodeError:
+                topic = topics["labels"]
+            pending.append(await producer.send(topic, line))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
+                out: IO[str]) -> int:
+    from aiokafka import AIOKafkaConsumer
+
+    run_id = uuid.uuid4().hex[:8]
+    app_id = f"tracking-validator-demo-{run_id}"
+    # On someone else's Kafka, keep off their real topics.
+    prefix = "" if args._local_broker else f"demo-{run_id}."
+    topics = {
+        "labels": f"{prefix}labels",
+        "scans": f"{prefix}scans",
+        "alerts": f"{prefix}tracking.alerts",
+        "deadletter": f"{prefix}tracking.deadletter",
+    }
+    lines = list(_read_lines(args.sample))
+    expected = expected_alert_ids(lines) if args.exit_after_sample else set()
+
+    with tempfile.TemporaryDirectory(prefix="tracking-validator-demo-") as tmp:
+        log_path = args.worker_log or Path(tmp) / "worker.log"
+        worker = WorkerProcess(
+            [
+                "--bootstrap", bootstrap,
+                "--app-id", app_id,
+                "--state-dir", str(Path(tmp) / "state"),
+                "--partitions", str(args.partitions),
+                "--labels-topic", topics["labels"],
+                "--scans-topic", topics["scans"],
+                "--alerts-topic", topics["alerts"],
+                "--deadletter-topic", topics["deadletter"],
+                "--commit-interval", "0.5",
+                "--loglevel", "warning",
+            ],
+            log=log_path,
+        )
+        print(f"worker {app_id} starting (log: {log_path})", file=sys.stderr)
+        worker.start()
+        try:
+            await _wait_topics(bootstrap, list(topics.values()), worker)
+            consumer = AIOKafkaConsumer(
+                topics["alerts"], topics["deadletter"],
+                bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+            )
+            await consumer.start()
+            try:
+                await _produce(bootstrap, lines, topics)
+                print(f"fed {len(lines)} sample messages from {args.sample}; alerts:",
+                      file=sys.stderr)
+                args._starting = False
+                return await _print_until(consumer, topics, expected, args, worker, stop, out)
+            finally:
+                await consumer.stop()
+        finally:
+            rc = worker.stop()
+            print(f"worker stopped (exit {rc})", file=sys.stderr)
+
+
+async def _print_until(consumer: Any, topics: dict[str, str], expected: set[str],
+                       args: argparse.Namespace, worker: WorkerProcess, stop: asyncio.Event,
+                       out: IO[str]) -> int:
+    import orjson
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + args.timeout
+    while not stop.is_set():
+        if worker.poll() is not None:
+            print(f"the worker exited with code {worker.poll()}", file=sys.stderr)
+            return 1
+        batch = await consumer.getmany(timeout_ms=200)
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    obj = orjson.loads(record.value)
+                except orjson.JSONDecodeError:
+                    continue
+                if tp.topic == topics["alerts"]:
+                    if obj.get("alert_id") in seen:
+                        continue  # an at-least-once repeat: same alert_id
+                    seen.add(obj.get("alert_id"))
+                    print(format_alert(obj), file=out, flush=True)
+                else:
+                    print(format_dead_letter(obj), file=out, flush=True)
+        if args.exit_after_sample:
+            if expected <= seen:
+                print(f"all {len(expected)} expected alerts arrived", file=sys.stderr)
+                return 0
+            if time.monotonic() > deadline:
+                print(f"timeout: {len(expected - seen)} of {len(expected)} expected alerts "
+                      "missing", file=sys.stderr)
+                return 1
+    return 130 if args._signal == signal.SIGINT else 0
+
+
+def _read_lines(path: Path) -> list[bytes]:
+    from streams.samples import read_jsonl
+
+    return list(read_jsonl(path))
+
+
+def run(args: argparse.Namespace) -> int:
+    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None
+    # aiokafka logs retries (a new topic's leader not known yet) that are not ours to show
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    args._local_broker = bootstrap is None
+    args._signal = None
+    args._starting = True
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            args._signal = signum
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        task = asyncio.ensure_future(_with_broker(args, bootstrap, stop))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and args._starting:
+            # Still starting up (broker, worker, topics): cancel that step; the finally
+            # clauses stop whatever was started. Past start-up, the alert loop watches
+            # `stop` itself and the cleanup must not be cut short.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return 130 if args._signal == signal.SIGINT else 0
+        stopper.cancel()
+        return task.result()
+
+    return asyncio.run(main())
+
+
+async def _with_broker(args: argparse.Namespace, bootstrap: str | None,
+                       stop: asyncio.Event) -> int:
+    if bootstrap is not None:
+        return await _demo(args, bootstrap, stop, sys.stdout)
+    from streams.broker import LocalBroker
+
+    print("starting a local Kafka broker (first run downloads the jars)...", file=sys.stderr)
+    broker = LocalBroker()
+    starting = asyncio.get_running_loop().run_in_executor(None, broker.start)
+    try:
+        await asyncio.shield(starting)
+        print(f"broker ready at {broker.bootstrap_servers}", file=sys.stderr)
+        return await _demo(args, broker.bootstrap_servers, stop, sys.stdout)
+    finally:
+        # interrupted while starting: let the start finish, then stop what it started
+        with contextlib.suppress(BaseException):
+            await starting
+        await asyncio.to_thread(broker.stop)
+        print("broker stopped", file=sys.stderr)
