@@ -13,8 +13,13 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-DEFAULT_BOOTSTRAP = "localhost:9092"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"  # as streams.stream_config
 TOPIC_ALREADY_EXISTS = 36
+# Input topics written with event-time record timestamps (import, simulate) hold history:
+# with the broker's default time retention (7 days) records older than that are deleted at
+# once, and replay needs at least a reuse window of history. Topics these tools create keep
+# records forever unless told otherwise.
+HISTORY_TOPIC_CONFIG = {"retention.ms": "-1"}
 _IN_FLIGHT = 2000  # unacknowledged sends before waiting: bounds memory, keeps batches full
 
 
@@ -27,14 +32,19 @@ def add_bootstrap_argument(parser: Any, required: bool = False) -> None:
         "--bootstrap",
         default=None if required else bootstrap_default(),
         metavar="HOST:PORT",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
     )
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int = 1, replication: int = 1
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int = 1,
+    replication: int = 1,
+    config: dict[str, str] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created."""
+    """Create the topics that do not exist yet (with `config`) and wait for their leaders;
+    return the ones created. Existing topics are left as they are."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -45,15 +55,33 @@ async def ensure_topics(
         if not missing:
             return []
         response = await admin.create_topics(
-            [NewTopic(t, partitions, replication) for t in missing]
+            [NewTopic(t, partitions, replication, topic_configs=config or {}) for t in missing]
         )
         for error in response.topic_errors:
             topic, code = error[0], error[1]
             if code not in (0, TOPIC_ALREADY_EXISTS):  # a concurrent creator won the race
                 raise RuntimeError(f"cannot create topic {topic}: error {code} {error[2:]}")
+        await _wait_for_leaders(admin, missing)
         return missing
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: Any, topics: list[str], timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        described = await admin.describe_topics(topics)
+        if len(described) == len(topics) and all(
+            d.get("error_code") == 0
+            and d.get("partitions")
+            and all(p.get("error_code") == 0 and p.get("leader", -1) >= 0 for p in d["partitions"])
+            for d in described
+        ):
+            return
+        if loop.time() > deadline:
+            raise RuntimeError(f"topics {topics} have no leaders after {timeout:.0f}s")
+        await asyncio.sleep(0.1)
 
 
 def make_producer(bootstrap: str) -> Any:
@@ -104,11 +132,12 @@ async def read_to_end(
     bootstrap: str,
     topics: Iterable[str],
     from_ms: int | None = None,
-    on_start: Callable[[int], Awaitable[None] | None] | None = None,
+    on_start: Callable[[int, list[str]], Awaitable[None] | None] | None = None,
 ) -> AsyncIterator[Any]:
     """Every record of `topics` from the beginning (or from `from_ms`) up to the end offsets
     seen at start; topics that do not exist are empty. Records of one partition come in offset
-    order; partitions interleave. `on_start(total)` gets the number of offsets to read."""
+    order; partitions interleave. `on_start(total, missing)` gets the number of offsets to read
+    and the topics that do not exist."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
@@ -120,16 +149,20 @@ async def read_to_end(
     )
     await consumer.start()
     try:
-        known = await consumer.topics()
+        # consumer.topics() fetches the cluster metadata but does not keep it for
+        # partitions_for_topic() (only subscriptions do); read the partitions from that fetch.
+        cluster = await consumer._client.fetch_all_metadata()
+        known = cluster.topics()
+        missing = [t for t in dict.fromkeys(topics) if t not in known]
         parts = [
             TopicPartition(topic, p)
             for topic in dict.fromkeys(topics)
             if topic in known
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
+            for p in sorted(cluster.partitions_for_topic(topic) or ())
         ]
         if not parts:
             if on_start:
-                await _maybe_await(on_start(0))
+                await _maybe_await(on_start(0, missing))
             return
         consumer.assign(parts)
         end = await consumer.end_offsets(parts)
@@ -142,7 +175,8 @@ async def read_to_end(
                 consumer.seek(tp, at.offset if at is not None else end[tp])
         start = {tp: await consumer.position(tp) for tp in parts}
         if on_start:
-            await _maybe_await(on_start(sum(max(end[tp] - start[tp], 0) for tp in parts)))
+            total = sum(max(end[tp] - start[tp], 0) for tp in parts)
+            await _maybe_await(on_start(total, missing))
         remaining = {tp for tp in parts if start[tp] < end[tp]}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
@@ -163,3 +197,36 @@ async def read_to_end(
 async def _maybe_await(result: Awaitable[None] | None) -> None:
     if result is not None:
         await result
+
+
+async def finite_retention(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+    """topic -> retention.ms for the topics whose time retention is finite."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, t, configs={"retention.ms": None})
+            for t in dict.fromkeys(topics)
+        ]
+        found: dict[str, int] = {}
+        for response in await admin.describe_configs(resources):
+            for resource in response.to_object()["resources"]:
+                for entry in resource["config_entries"]:
+                    if entry["config_names"] == "retention.ms" and entry["config_value"]:
+                        value = int(entry["config_value"])
+                        if value >= 0:
+                            found[resource["resource_name"]] = value
+        return found
+    finally:
+        await admin.close()
+
+
+def retention_warning(command: str, retention: dict[str, int]) -> str:
+    return "\n".join(
+        f"{command}: warning: topic {topic} keeps records {ms / 86400000:g} days "
+        f"(retention.ms={ms}); records whose event-time timestamp is older are deleted"
+        for topic, ms in retention.items()
+    )

@@ -58,8 +58,12 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
 async def _load_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     from streams.kafka_io import read_to_end
 
+    def on_start(total: int, missing: list[str]) -> None:
+        if missing:
+            raise impact.AlertsError(f"no such topic: {', '.join(missing)}")
+
     alerts: list[dict[str, Any]] = []
-    async for record in read_to_end(bootstrap, [topic]):
+    async for record in read_to_end(bootstrap, [topic], on_start=on_start):
         alerts.extend(impact.read_alerts([record.value or b""], f"{topic}@{record.offset}"))
     return alerts
 

@@ -70,7 +70,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--rate", type=float, default=0.0, help="messages/s to Kafka (0 = max)")
     out.add_argument("--labels-topic", default="labels")
     out.add_argument("--scans-topic", default="scans")
-    out.add_argument("--partitions", type=int, default=3, help="for topics created (3)")
+    out.add_argument("--partitions", type=int, default=8, help="for topics created (8)")
+    out.add_argument(
+        "--retention-ms",
+        type=int,
+        default=-1,
+        help="for topics created (-1 = forever: timestamps are event times)",
+    )
 
 
 def params_from(args: argparse.Namespace) -> Params:
@@ -127,10 +133,19 @@ def write_files(world: World, out: Path, combined: bool = False) -> list[Path]:
 
 
 async def produce(world: World, args: argparse.Namespace) -> int:
-    from streams.kafka_io import Sender, ensure_topics, make_producer
+    from streams.kafka_io import (
+        Sender,
+        ensure_topics,
+        finite_retention,
+        make_producer,
+        retention_warning,
+    )
 
     topics = {"labels": args.labels_topic, "scans": args.scans_topic}
-    await ensure_topics(args.bootstrap, topics.values(), partitions=args.partitions)
+    config = {"retention.ms": str(args.retention_ms)}
+    await ensure_topics(args.bootstrap, topics.values(), args.partitions, 1, config)
+    if short := await finite_retention(args.bootstrap, topics.values()):
+        print(retention_warning("simulate", short), file=sys.stderr)
     producer = make_producer(args.bootstrap)
     await producer.start()
     sender = Sender(producer)

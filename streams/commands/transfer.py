@@ -1,0 +1,235 @@
+"""JSON Lines to and from a Kafka topic: `import FILE --topic T`, `export --topic T FILE`.
+
+import: each line becomes one record. A line may be
+- a plain message (any JSON object without a `value` member, e.g. a contract message):
+  the value is the line's bytes as they are; the key is the message's `--key-field`
+  (default `tracking_number`, present in every contract message; `none` for no key); the
+  record timestamp is the event time (`purchased_at`, `voided_at` or `occurred_at`);
+- an exported record (an object with a `value` or `value_b64` member, as `export` writes):
+  key, value and timestamp are taken from it, so `export | import` keeps keys and timestamps;
+- anything else (not JSON, not an object): sent as it is, with no key, for the processor to
+  dead-letter; counted in the summary.
+Records go to the default partitioner (by key), not to the exported partition numbers.
+
+export: from the beginning (or `--from TIME`) to the end offsets seen at start, without a
+consumer group. One object per record: topic, partition, offset, timestamp (RFC 3339, ms),
+key (UTF-8 text, null, or `key_b64` when not UTF-8), value (the parsed JSON when the value is
+JSON, else `value_b64`). Headers are not exported. Values round-trip byte for byte when the
+producer wrote compact JSON (as this tool, `simulate` and most JSON libraries do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import orjson
+
+from streams.impact import parse_time
+from streams.kafka_io import add_bootstrap_argument
+from streams.progress import Progress
+
+EVENT_TIME_FIELDS = ("purchased_at", "voided_at", "occurred_at")
+
+
+def configure_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="JSON Lines; - for stdin")
+    parser.add_argument("--topic", required=True)
+    add_bootstrap_argument(parser)
+    parser.add_argument(
+        "--key-field",
+        default="tracking_number",
+        help="message field used as record key for plain messages; 'none' for no key",
+    )
+    parser.add_argument("--partitions", type=int, default=8, help="if the topic is created (8)")
+    parser.add_argument("--replication", type=int, default=1, help="if the topic is created (1)")
+    parser.add_argument(
+        "--retention-ms",
+        type=int,
+        default=-1,
+        help="if the topic is created (-1 = keep forever: timestamps are event times)",
+    )
+
+
+def configure_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="JSON Lines out; - for stdout")
+    parser.add_argument("--topic", required=True)
+    add_bootstrap_argument(parser)
+    parser.add_argument("--from", dest="from_time", type=parse_time, metavar="TIME",
+                        help="start at the first record with this timestamp or later")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ import
+
+
+def _ms(text: Any) -> int | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return int(parse_time(text).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def _bytes(record: dict[str, Any], name: str) -> bytes | None:
+    """`name` (text, JSON, or null) or `name_b64` of an exported record, as bytes."""
+    if record.get(f"{name}_b64") is not None:
+        return base64.b64decode(record[f"{name}_b64"])
+    value = record.get(name)
+    if value is None:
+        return None
+    if name == "key" and isinstance(value, str):
+        return value.encode()
+    return orjson.dumps(value)
+
+
+def to_record(
+    line: bytes, key_field: str | None
+) -> tuple[bytes | None, bytes | None, int | None, str]:
+    """(key, value, timestamp_ms, kind) for one input line; kind: message|record|raw."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None, line, None, "raw"
+    if not isinstance(obj, dict):
+        return None, line, None, "raw"
+    if "value" in obj or "value_b64" in obj:
+        return _bytes(obj, "key"), _bytes(obj, "value"), _ms(obj.get("timestamp")), "record"
+    key = obj.get(key_field) if key_field else None
+    key_bytes = (
+        None
+        if key is None
+        else (key if isinstance(key, str) else orjson.dumps(key).decode()).encode()
+    )
+    stamp = next((_ms(obj[f]) for f in EVENT_TIME_FIELDS if f in obj), None)
+    return key_bytes, line, stamp, "message"
+
+
+async def _import(args: argparse.Namespace, source: IO[bytes], size: int | None) -> Counter[str]:
+    from streams.kafka_io import (
+        Sender,
+        ensure_topics,
+        finite_retention,
+        make_producer,
+        retention_warning,
+    )
+
+    config = {"retention.ms": str(args.retention_ms)}
+    await ensure_topics(args.bootstrap, [args.topic], args.partitions, args.replication, config)
+    if short := await finite_retention(args.bootstrap, [args.topic]):
+        print(retention_warning("import", short), file=sys.stderr)
+    key_field = None if args.key_field.lower() == "none" else args.key_field
+    kinds: Counter[str] = Counter()
+    producer = make_producer(args.bootstrap)
+    await producer.start()
+    try:
+        sender = Sender(producer)
+        with Progress(f"import {args.topic}", total=size, unit="records") as progress:
+            for line in source:
+                progress.update(len(line))
+                line = line.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                key, value, stamp, kind = to_record(line, key_field)
+                kinds[kind] += 1
+                await sender.send(args.topic, value, key, timestamp_ms=stamp)
+            await sender.drain()
+    finally:
+        await producer.stop()
+    return kinds
+
+
+def run_import(args: argparse.Namespace) -> int:
+    try:
+        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"import: {exc}", file=sys.stderr)
+        return 2
+    size = None if args.file == "-" else os.fstat(source.fileno()).st_size
+    started = datetime.now(UTC)
+    try:
+        kinds = asyncio.run(_import(args, source, size))
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    total = sum(kinds.values())
+    detail = ", ".join(f"{n} {kind}s" for kind, n in sorted(kinds.items())) or "nothing"
+    print(
+        f"import: {total} records to {args.topic} ({detail}) in {seconds:.2f}s, "
+        f"{total / seconds if seconds else 0:,.0f} records/s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def from_record(record: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+    }
+    key = record.key
+    try:
+        out["key"] = None if key is None else key.decode()
+    except UnicodeDecodeError:
+        out["key_b64"] = base64.b64encode(key).decode()
+    value = record.value
+    try:
+        out["value"] = None if value is None else orjson.loads(value)
+    except orjson.JSONDecodeError:  # not JSON (or not UTF-8): keep the bytes
+        out["value_b64"] = base64.b64encode(value).decode()
+    return out
+
+
+async def _export(args: argparse.Namespace, out: IO[bytes]) -> int:
+    from streams.kafka_io import read_to_end
+
+    progress = Progress(f"export {args.topic}", unit="records")
+
+    def on_start(total: int, missing: list[str]) -> None:
+        progress.total = total
+        if missing:
+            raise LookupError(f"no such topic: {', '.join(missing)}")
+
+    from_ms = None if args.from_time is None else int(args.from_time.timestamp() * 1000)
+    count = 0
+    with progress:
+        async for record in read_to_end(args.bootstrap, [args.topic], from_ms, on_start):
+            out.write(orjson.dumps(from_record(record)) + b"\n")
+            count += 1
+            progress.update()
+    return count
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        out = sys.stdout.buffer if args.file == "-" else open(args.file, "wb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
+    started = datetime.now(UTC)
+    try:
+        count = asyncio.run(_export(args, out))
+    except LookupError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        out.flush()
+        if out is not sys.stdout.buffer:
+            out.close()
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    print(f"export: {count} records from {args.topic} in {seconds:.2f}s", file=sys.stderr)
+    return 0
