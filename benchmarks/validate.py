@@ -59,13 +59,19 @@ def build(count: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-def rate(fn, items, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
+def rate(fn, items, repeat: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(per CPU second, per wall second), best of `repeat` runs.
+
+    The CPU-time figure is the one-core capacity even on a shared, busy machine; the wall
+    figure is what this run saw.
+    """
+    cpu = wall = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, w0 = time.process_time(), time.perf_counter()
         fn(items)
-        best = min(best, time.perf_counter() - t0)
-    return len(items) / best
+        cpu = min(cpu, time.process_time() - c0)
+        wall = min(wall, time.perf_counter() - w0)
+    return len(items) / cpu, len(items) / wall
 
 
 def run_known(items: list[tuple[str, str]]) -> None:
@@ -90,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     items = build(args.count, args.seed)
     invalid = sum(not validate(n, c).valid for c, n in items)
     print(f"{len(items)} distinct numbers, {invalid} invalid ({invalid / len(items):.1%})")
-    known = rate(run_known, items, args.repeat)
-    print(f"validate, carrier known:   {known:>12,.0f} /s  ({1e6 / known:.2f} us each)")
+    known, known_wall = rate(run_known, items, args.repeat)
+    print(f"validate, carrier known:   {known:>10,.0f} /s per CPU second "
+          f"({1e6 / known:.2f} us each; wall clock {known_wall:,.0f} /s)")
     unknown_items = items[: max(len(items) // 10, 1)]
-    unknown = rate(run_unknown, unknown_items, args.repeat)
-    print(f"classify, carrier unknown: {unknown:>12,.0f} /s  ({1e6 / unknown:.2f} us each)")
+    unknown, unknown_wall = rate(run_unknown, unknown_items, args.repeat)
+    print(f"classify, carrier unknown: {unknown:>10,.0f} /s per CPU second "
+          f"({1e6 / unknown:.2f} us each; wall clock {unknown_wall:,.0f} /s)")
     target = 300_000
     print(f"target (carrier known) >= {target:,}/s: {'met' if known >= target else 'NOT met'}")
     return 0
