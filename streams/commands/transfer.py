@@ -160,7 +160,7 @@ def run_import(args: argparse.Namespace) -> int:
             source.close()
     seconds = (datetime.now(UTC) - started).total_seconds()
     total = sum(kinds.values())
-    detail = ", ".join(f"{n} {kind}s" for kind, n in sorted(kinds.items())) or "nothing"
+    detail = ", ".join(f"{kind}={n}" for kind, n in sorted(kinds.items())) or "nothing"
     print(
         f"import: {total} records to {args.topic} ({detail}) in {seconds:.2f}s, "
         f"{total / seconds if seconds else 0:,.0f} records/s",
