@@ -86,8 +86,8 @@ class Carrier:
     """A carrier's compiled formats, indexed by number length."""
 
     __slots__ = (
-        "by_length", "code", "definition", "formats", "long_formats", "name", "reinterprets",
-        "routing",
+        "by_length", "code", "definition", "formats", "long_formats", "name",
+        "prefixed_lengths", "reinterprets", "routing",
     )
 
     def __init__(self, definition: dict[str, Any]) -> None:
@@ -102,6 +102,11 @@ class Carrier:
         )
         # canonical() must run the full validation only where a reading can change the number
         self.reinterprets = bool(self.routing) or any(f.prefix for f in self.formats)
+        # number lengths at which a format with an implied prefix may apply
+        self.prefixed_lengths = frozenset(
+            n for f in self.formats if f.prefix
+            for n in range(f.min_len, min(f.max_len, _MAX_INDEXED_LENGTH) + 1)
+        )
         # length -> formats that can match a number of that length, in file order
         self.by_length: dict[int, tuple[Format, ...]] = {
             n: tuple(f for f in self.formats if f.min_len <= n <= f.max_len)
