@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -27,8 +28,13 @@ from streams.progress import Progress
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_bootstrap_argument(parser)
-    parser.add_argument("--labels-topic", default="labels")
-    parser.add_argument("--scans-topic", default="scans")
+    # the worker's environment names the live topics: replay reads the same by default
+    parser.add_argument(
+        "--labels-topic", default=os.environ.get("TRACKING_VALIDATOR_LABELS_TOPIC") or "labels"
+    )
+    parser.add_argument(
+        "--scans-topic", default=os.environ.get("TRACKING_VALIDATOR_SCANS_TOPIC") or "scans"
+    )
     parser.add_argument(
         "--from",
         dest="from_time",
@@ -37,7 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="read records with a timestamp at or after TIME (default: all)",
     )
     parser.add_argument("--alerts-topic", default="tracking.alerts.replay")
-    parser.add_argument("--dead-letters-topic", default="tracking.deadletter.replay")
+    parser.add_argument(
+        "--dead-letters-topic", "--deadletter-topic", default="tracking.deadletter.replay"
+    )
     parser.add_argument("--partitions", type=int, default=8, help="for topics created (8)")
     parser.add_argument("--replication", type=int, default=1, help="for topics created (1)")
     parser.add_argument("--order", choices=ORDERS, default="event-time")
