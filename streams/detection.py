@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from binascii import crc_hqx
 from bisect import bisect_left, bisect_right
 from typing import Any
+from zlib import crc32
 
 import orjson
 
@@ -66,8 +68,13 @@ def alert_id(rule: str, tracking_key: str, label_id: str) -> str:
 
 
 def event_hash(event_id: str) -> int:
-    """63-bit digest of an event id: compact to store, collisions negligible per key."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest()) >> 1
+    """48-bit digest of an event id (CRC-32 and CRC-16/CCITT, two independent polynomials).
+
+    Compact to store and ~10x cheaper than a cryptographic hash; only a key's last few dozen
+    ids are compared, so a false "redelivery" needs a 1 in 2**48 / 64 coincidence.
+    """
+    data = event_id.encode()
+    return (crc32(data) << 16) | crc_hqx(data, 0)
 
 
 def rfc3339(ts: int) -> str:
@@ -105,6 +112,9 @@ class Label:
         """The purchase facts, compared to pick one of two reprints deterministically."""
         return (self.purchased, self.seller_id, self.order_id, self.channel or "",
                 self.postal_code, self.country, self.amount or "", self.currency or "")
+
+    def facts_order(self) -> tuple[int, str]:
+        return (self.purchased, self.label_id)  # type: ignore[return-value]
 
     def describe(self) -> dict[str, Any]:
         """The label as an alert's `labels` entry."""
@@ -168,9 +178,10 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
         state = TrackingState()
     elif digest in state.event_ids:
         return state, []  # redelivery: changes nothing, raises nothing
-    state.event_ids.append(digest)
-    if len(state.event_ids) > settings.max_event_ids_per_key:
-        del state.event_ids[: len(state.event_ids) - settings.max_event_ids_per_key]
+    ids = state.event_ids
+    ids.append(digest)
+    if len(ids) > settings.max_event_ids_per_key:
+        del ids[: len(ids) - settings.max_event_ids_per_key]
     if event.event_ts > state.max_ts:
         state.max_ts = event.event_ts
 
@@ -179,32 +190,36 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
     if kind is CarrierScan:
         scan = (event.event_ts, _STATUS_INDEX[event.status], event.postal_code or "",
                 event.country or "")
-        i = bisect_left(state.scans, scan)
-        if i == len(state.scans) or state.scans[i] != scan:
-            state.scans.insert(i, scan)
+        scans = state.scans
+        i = bisect_left(scans, scan)
+        if i == len(scans) or scans[i] != scan:  # else: a known fact, nothing changes
+            scans.insert(i, scan)
+            _on_scan(state, scan, event, settings, alerts)
     elif kind is LabelPurchased:
-        _add_purchase(state, event, alerts)
+        if _add_purchase(state, event, alerts):
+            evaluate(state, event, settings, alerts)
     elif kind is LabelVoided:
         label = state.labels.get(event.label_id)
         if label is None:
             state.labels[event.label_id] = Label(event.label_id, voided=event.event_ts)
         elif label.voided is None or event.event_ts < label.voided:
             label.voided = event.event_ts  # the earliest void counts
+            _on_void(state, label, event, alerts)
     else:
         raise TypeError(f"not an event: {event!r}")
-
-    _evaluate(state, event, settings, alerts)
     return _expire(state, settings), alerts
 
 
 def _add_purchase(state: TrackingState, event: LabelPurchased, alerts: list[dict[str, Any]],
-                  ) -> None:
+                  ) -> bool:
+    """Record the purchase; True when the facts the other rules read have changed."""
     cost = event.cost
     new = Label(event.label_id, event.seller_id, event.order_id, event.channel, event.event_ts,
                 None, event.ship_to_postal_code, event.ship_to_country,
                 cost["amount"] if cost else None, cost["currency"] if cost else None,
                 0 if event.validation.valid else _INVALID_FLAG)
     old = state.labels.get(event.label_id)
+    changed = True
     if old is None:
         state.labels[event.label_id] = label = new
     elif old.purchased is None:  # only its void was known
@@ -215,17 +230,21 @@ def _add_purchase(state: TrackingState, event: LabelPurchased, alerts: list[dict
         # A reprint: the same label, not a duplicate. Keep one purchase deterministically
         # (the earliest, then the smaller facts) so arrival order does not matter.
         label = old
-        if new.facts() < old.facts():
+        changed = new.facts() < old.facts()
+        if changed:
             for name in ("seller_id", "order_id", "channel", "purchased", "postal_code",
                          "country", "amount", "currency"):
                 setattr(old, name, getattr(new, name))
-    if label.flags & _INVALID_FLAG and not label.flags & _BIT[INVALID_TRACKING]:
-        label.flags |= _BIT[INVALID_TRACKING]
-        check = event.validation
-        alerts.append(_alert(INVALID_TRACKING, "warning", label, [label], event, {
-            "reason": check.reason, "format": check.format, "carrier": event.carrier,
-            "tracking_number_received": event.tracking_number,
-        }))
+    if label.flags & _INVALID_FLAG:
+        if not label.flags & _BIT[INVALID_TRACKING]:
+            label.flags |= _BIT[INVALID_TRACKING]
+            check = event.validation
+            alerts.append(_alert(INVALID_TRACKING, "warning", label, [label], event, {
+                "reason": check.reason, "format": check.format, "carrier": event.carrier,
+                "tracking_number_received": event.tracking_number,
+            }))
+        return False  # an invalid label takes no part in the other rules
+    return changed
 
 
 def _scan_dict(scan: Scan) -> dict[str, Any]:
@@ -255,96 +274,185 @@ def _alert(rule: str, severity: str, label: Label, labels: list[Label], event: E
     }
 
 
-def _evaluate(state: TrackingState, event: Event, settings: Settings,
-              alerts: list[dict[str, Any]]) -> None:
-    """Raise every rule the facts now support and that was not raised for its label yet."""
-    # Labels taking part: purchased, number valid; oldest first, ties by label_id.
-    held = sorted(
-        (lb for lb in state.labels.values()
-         if lb.purchased is not None and not lb.flags & _INVALID_FLAG),
-        key=lambda lb: (lb.purchased, lb.label_id),
-    )
+# --- the rules ---------------------------------------------------------------------------
+# `held` is the labels taking part (purchased, valid number), oldest first, ties by label_id;
+# `bought` their purchase times. A scan belongs to held[bisect_right(bought, ts) - 1].
+
+_DUP = _BIT[DUPLICATE_TRACKING]
+_PREV = _BIT[PREVIOUSLY_USED]
+_DEST = _BIT[DESTINATION_MISMATCH]
+_VOID = _BIT[VOIDED_LABEL_SCANNED]
+
+
+def _held(state: TrackingState) -> list[Label]:
+    held = [lb for lb in state.labels.values()
+            if lb.purchased is not None and not lb.flags & _INVALID_FLAG]
+    if len(held) > 1:
+        held.sort(key=Label.facts_order)
+    return held
+
+
+def _last_activity(scans: list[Scan], bought: list[int]) -> list[int]:
+    """Per held label: its purchase or the latest scan belonging to it."""
+    last = list(bought)
+    for scan in scans:
+        owner = bisect_right(bought, scan[0]) - 1
+        if owner >= 0 and scan[0] > last[owner]:
+            last[owner] = scan[0]
+    return last
+
+
+def _duplicate(held: list[Label], last: list[int], j: int, event: Event, settings: Settings,
+               alerts: list[dict[str, Any]]) -> None:
+    label = held[j]
+    t = label.purchased
+    window = settings.reuse_window_s
+    # Earlier labels own no scan at or after t (it would belong to a later label), so their
+    # overall last activity is their last activity up to t.
+    holders = [i for i in range(j)
+               if (held[i].voided is None or held[i].voided > t) and t - last[i] < window]
+    if not holders:
+        return
+    label.flags |= _DUP
+    other = any(held[i].seller_id != label.seller_id for i in holders)
+    alerts.append(_alert(
+        DUPLICATE_TRACKING, "critical" if other else "warning", label,
+        [held[i] for i in holders] + [label], event, {
+            "holders": [{"label_id": held[i].label_id, "seller_id": held[i].seller_id,
+                         "last_activity": rfc3339(last[i])} for i in holders],
+            "other_seller": other,
+            "reuse_window_seconds": window,
+        }))
+
+
+def _previously_used(state: TrackingState, held: list[Label], bought: list[int], j: int,
+                     event: Event, settings: Settings, alerts: list[dict[str, Any]]) -> None:
+    label = held[j]
+    t = label.purchased
+    scans = state.scans
+    window = settings.reuse_window_s
+    # accepted-or-later scans with skew < t - occurred_at < window
+    lo = bisect_right(scans, (t - window, len(STATUSES)))
+    hi = bisect_left(scans, (t - settings.clock_skew_s, -1))
+    used = [scans[k] for k in range(lo, hi) if scans[k][1] >= _ACCEPTED]
+    if not used:
+        return
+    label.flags |= _PREV
+    involved = sorted({o for o in (bisect_right(bought, s[0]) - 1 for s in used) if o >= 0})
+    alerts.append(_alert(
+        PREVIOUSLY_USED, "critical", label, [held[i] for i in involved] + [label], event, {
+            "scans": [_scan_dict(s) for s in used[:_MAX_EVIDENCE_SCANS]],
+            "clock_skew_seconds": settings.clock_skew_s,
+            "reuse_window_seconds": window,
+        }))
+
+
+def _destination(label: Label, scan: Scan, event: Event, settings: Settings,
+                 alerts: list[dict[str, Any]]) -> None:
+    if scan[1] not in _AT_DOOR or not (scan[2] or scan[3]):
+        return
+    prefix = settings.postal_prefix
+    if scan[3] and scan[3] != label.country:
+        compared = "country"
+    elif scan[2] and _postal(scan[2], prefix) != _postal(label.postal_code, prefix):
+        compared = "postal_prefix"
+    else:
+        return
+    label.flags |= _DEST
+    alerts.append(_alert(DESTINATION_MISMATCH, "warning", label, [label], event, {
+        "scan": _scan_dict(scan),
+        "ship_to": {"postal_code": label.postal_code, "country": label.country},
+        "compared": compared,
+        "postal_prefix": prefix,
+    }))
+
+
+def _voided_scanned(label: Label, scan: Scan, event: Event,
+                    alerts: list[dict[str, Any]]) -> None:
+    if label.voided is None or scan[1] < _ACCEPTED or not label.voided < scan[0]:
+        return
+    label.flags |= _VOID
+    alerts.append(_alert(VOIDED_LABEL_SCANNED, "warning", label, [label], event, {
+        "voided_at": rfc3339(label.voided),
+        "scan": _scan_dict(scan),
+    }))
+
+
+def evaluate(state: TrackingState, event: Event, settings: Settings,
+             alerts: list[dict[str, Any]]) -> None:
+    """Raise every rule the facts support that was not raised for its label yet.
+
+    Run after a purchase (it can change which label every scan belongs to); scans and voids
+    take the incremental paths below, which tests prove never miss what this finds.
+    """
+    held = _held(state)
     if not held:
         return
-    window = settings.reuse_window_s
     scans = state.scans
     bought = [lb.purchased for lb in held]
-
-    # Each scan belongs to the latest label purchased at or before it (index into held).
-    owners = [bisect_right(bought, s[0]) - 1 for s in scans]
-    last_activity = list(bought)
-    for scan, owner in zip(scans, owners, strict=True):
-        if owner >= 0 and scan[0] > last_activity[owner]:
-            last_activity[owner] = scan[0]
-
-    dup_bit = _BIT[DUPLICATE_TRACKING]
-    prev_bit = _BIT[PREVIOUSLY_USED]
+    last = _last_activity(scans, bought)
     for j, label in enumerate(held):
-        t = label.purchased
-        if not label.flags & dup_bit and j:
-            # Earlier labels own no scan at or after t, so their overall last activity is
-            # their last activity up to t.
-            holders = [
-                i for i in range(j)
-                if (held[i].voided is None or held[i].voided > t)
-                and t - last_activity[i] < window
-            ]
-            if holders:
-                label.flags |= dup_bit
-                other = any(held[i].seller_id != label.seller_id for i in holders)
-                alerts.append(_alert(
-                    DUPLICATE_TRACKING, "critical" if other else "warning", label,
-                    [held[i] for i in holders] + [label], event, {
-                        "holders": [{"label_id": held[i].label_id,
-                                     "seller_id": held[i].seller_id,
-                                     "last_activity": rfc3339(last_activity[i])}
-                                    for i in holders],
-                        "other_seller": other,
-                        "reuse_window_seconds": window,
-                    }))
-        if not label.flags & prev_bit and scans:
-            # accepted-or-later scans with skew < t - occurred_at < window
-            lo = bisect_right(scans, (t - window, len(STATUSES)))
-            hi = bisect_left(scans, (t - settings.clock_skew_s, -1))
-            used = [k for k in range(lo, hi) if scans[k][1] >= _ACCEPTED]
-            if used:
-                label.flags |= prev_bit
-                involved = {owners[k] for k in used if owners[k] >= 0}
-                alerts.append(_alert(
-                    PREVIOUSLY_USED, "critical", label,
-                    [held[i] for i in sorted(involved)] + [label], event, {
-                        "scans": [_scan_dict(scans[k]) for k in used[:_MAX_EVIDENCE_SCANS]],
-                        "clock_skew_seconds": settings.clock_skew_s,
-                        "reuse_window_seconds": window,
-                    }))
+        if j and not label.flags & _DUP:
+            _duplicate(held, last, j, event, settings, alerts)
+        if scans and not label.flags & _PREV:
+            _previously_used(state, held, bought, j, event, settings, alerts)
+    for scan in scans:
+        owner = bisect_right(bought, scan[0]) - 1
+        if owner >= 0:
+            label = held[owner]
+            if not label.flags & _DEST:
+                _destination(label, scan, event, settings, alerts)
+            if not label.flags & _VOID:
+                _voided_scanned(label, scan, event, alerts)
 
-    dest_bit = _BIT[DESTINATION_MISMATCH]
-    void_bit = _BIT[VOIDED_LABEL_SCANNED]
-    prefix = settings.postal_prefix
-    for scan, owner in zip(scans, owners, strict=True):
-        if owner < 0 or scan[1] < _ACCEPTED:
+
+def _on_scan(state: TrackingState, scan: Scan, event: Event, settings: Settings,
+             alerts: list[dict[str, Any]]) -> None:
+    """What one new scan can raise; nothing else about the facts changed."""
+    held = _held(state)
+    if not held:
+        return
+    ts = scan[0]
+    bought = [lb.purchased for lb in held]
+    if scan[1] >= _ACCEPTED:
+        # previously_used for labels purchased skew < p - ts < window after it
+        lo = bisect_right(bought, ts + settings.clock_skew_s)
+        hi = bisect_left(bought, ts + settings.reuse_window_s)
+        for j in range(lo, hi):
+            if not held[j].flags & _PREV:
+                _previously_used(state, held, bought, j, event, settings, alerts)
+    owner = bisect_right(bought, ts) - 1
+    if owner < 0:
+        return
+    label = held[owner]
+    if not label.flags & _DEST:
+        _destination(label, scan, event, settings, alerts)
+    if not label.flags & _VOID:
+        _voided_scanned(label, scan, event, alerts)
+    if owner + 1 < len(held):
+        # the owner's last activity may have grown: it may now hold at later purchases
+        last = _last_activity(state.scans, bought)
+        for j in range(owner + 1, len(held)):
+            if not held[j].flags & _DUP:
+                _duplicate(held, last, j, event, settings, alerts)
+
+
+def _on_void(state: TrackingState, label: Label, event: Event,
+             alerts: list[dict[str, Any]]) -> None:
+    """An earlier void can only add voided_label_scanned (it never makes a label hold)."""
+    if label.purchased is None or label.flags & (_INVALID_FLAG | _VOID):
+        return
+    held = _held(state)
+    bought = [lb.purchased for lb in held]
+    j = held.index(label)
+    end = bought[j + 1] if j + 1 < len(held) else None
+    for scan in state.scans:
+        if scan[0] < label.purchased or (end is not None and scan[0] >= end):
             continue
-        label = held[owner]
-        if not label.flags & dest_bit and scan[1] in _AT_DOOR and (scan[2] or scan[3]):
-            compared = None
-            if scan[3] and scan[3] != label.country:
-                compared = "country"
-            elif scan[2] and _postal(scan[2], prefix) != _postal(label.postal_code, prefix):
-                compared = "postal_prefix"
-            if compared:
-                label.flags |= dest_bit
-                alerts.append(_alert(DESTINATION_MISMATCH, "warning", label, [label], event, {
-                    "scan": _scan_dict(scan),
-                    "ship_to": {"postal_code": label.postal_code, "country": label.country},
-                    "compared": compared,
-                    "postal_prefix": prefix,
-                }))
-        if not label.flags & void_bit and label.voided is not None and label.voided < scan[0]:
-            label.flags |= void_bit
-            alerts.append(_alert(VOIDED_LABEL_SCANNED, "warning", label, [label], event, {
-                "voided_at": rfc3339(label.voided),
-                "scan": _scan_dict(scan),
-            }))
+        if bisect_right(bought, scan[0]) - 1 == j:
+            _voided_scanned(label, scan, event, alerts)
+            if label.flags & _VOID:
+                return
 
 
 def _expire(state: TrackingState, settings: Settings) -> TrackingState | None:
@@ -374,15 +482,9 @@ def _expire(state: TrackingState, settings: Settings) -> TrackingState | None:
 def _label_activity(state: TrackingState) -> dict[str, int]:
     """label_id -> last activity (purchase, void, or latest scan belonging to it)."""
     activity = {lid: max(lb.purchased or 0, lb.voided or 0) for lid, lb in state.labels.items()}
-    held = sorted(
-        (lb for lb in state.labels.values()
-         if lb.purchased is not None and not lb.flags & _INVALID_FLAG),
-        key=lambda lb: (lb.purchased, lb.label_id),
-    )
+    held = _held(state)
     if held and state.scans:
-        bought = [lb.purchased for lb in held]
-        for scan in state.scans:
-            owner = bisect_right(bought, scan[0]) - 1
-            if owner >= 0 and scan[0] > activity[held[owner].label_id]:
-                activity[held[owner].label_id] = scan[0]
+        for label, last in zip(held, _last_activity(state.scans, [lb.purchased for lb in held]),
+                               strict=True):
+            activity[label.label_id] = max(activity[label.label_id], last)
     return activity

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 
 ENV_PREFIX = "TRACKING_VALIDATOR_"
@@ -41,6 +41,10 @@ class Settings:
     max_labels_per_key: int = 16
     max_scans_per_key: int = 64
     max_event_ids_per_key: int = 64
+    # whole seconds, derived once: the core reads them per event
+    reuse_window_s: int = field(init=False, repr=False, compare=False)
+    clock_skew_s: int = field(init=False, repr=False, compare=False)
+    allowed_lateness_s: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.reuse_window <= timedelta(0):
@@ -48,20 +52,10 @@ class Settings:
         if self.clock_skew < timedelta(0) or self.allowed_lateness < timedelta(0):
             raise ValueError("clock_skew and allowed_lateness must not be negative")
         for f in fields(self)[3:]:
-            if getattr(self, f.name) < 1:
+            if f.init and getattr(self, f.name) < 1:
                 raise ValueError(f"{f.name} must be at least 1")
-
-    @property
-    def reuse_window_s(self) -> int:
-        return int(self.reuse_window.total_seconds())
-
-    @property
-    def clock_skew_s(self) -> int:
-        return int(self.clock_skew.total_seconds())
-
-    @property
-    def allowed_lateness_s(self) -> int:
-        return int(self.allowed_lateness.total_seconds())
+        for name in ("reuse_window", "clock_skew", "allowed_lateness"):
+            object.__setattr__(self, f"{name}_s", int(getattr(self, name).total_seconds()))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -78,7 +72,7 @@ class Settings:
             kwargs["clock_skew"] = timedelta(hours=float(v))
         if (v := get("ALLOWED_LATENESS_DAYS")) is not None:
             kwargs["allowed_lateness"] = timedelta(days=float(v))
-        for name, field in (
+        for name, attr in (
             ("POSTAL_PREFIX", "postal_prefix"),
             ("MAX_MESSAGE_BYTES", "max_message_bytes"),
             ("MAX_LABELS_PER_KEY", "max_labels_per_key"),
@@ -86,5 +80,5 @@ class Settings:
             ("MAX_EVENT_IDS_PER_KEY", "max_event_ids_per_key"),
         ):
             if (v := get(name)) is not None:
-                kwargs[field] = int(v)
+                kwargs[attr] = int(v)
         return cls(**kwargs)  # type: ignore[arg-type]
