@@ -222,6 +222,8 @@ def build_app(config: StreamConfig) -> faust.App:
         topic_allow_declare=True,
         consumer_auto_offset_reset=config.auto_offset_reset,
         broker_commit_interval=config.commit_interval,
+        broker_session_timeout=config.session_timeout,
+        broker_heartbeat_interval=min(3.0, config.session_timeout / 4),
         broker_max_poll_records=config.max_poll_records,
         producer_linger=config.producer_linger,
         producer_max_batch_size=config.producer_max_batch_size,

@@ -46,6 +46,8 @@ class StreamConfig:
     web_port: int = 0  # 0 disables Faust's web server
     # "earliest": a new consumer group reads the whole topic (nothing is skipped).
     auto_offset_reset: str = "earliest"
+    # A worker that dies holds its partitions until this expires (Faust's default is 60 s).
+    session_timeout: float = 10.0
     # -- client tuning (measured with benchmarks/pipeline.py; see its docstring)
     commit_interval: float = 1.0  # seconds between offset commits
     producer_linger: float = 0.005  # seconds the producer waits to fill a batch
@@ -103,7 +105,7 @@ _INT_FIELDS = {
     "max_poll_records",
     "stream_buffer_maxsize",
 }
-_FLOAT_FIELDS = {"commit_interval", "producer_linger"}
+_FLOAT_FIELDS = {"commit_interval", "producer_linger", "session_timeout"}
 
 
 def _parse(name: str, raw: str) -> Any:

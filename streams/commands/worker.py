@@ -57,6 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     opt("--internal-topic", "internal_topic",
         "re-keyed internal topic (default <app-id>-tracking-events)")
     opt("--commit-interval", "commit_interval", "seconds between offset commits", type=float)
+    opt("--session-timeout", "session_timeout",
+        "seconds before the group gives a silent worker's partitions to the others", type=float)
     add("--no-create-topics", dest="create_topics", action="store_const", const=False,
         default=None, help="do not create missing input/output topics at start "
         f"(env {_env('create_topics')}=0)")
