@@ -505,3 +505,22 @@ def test_full_re_evaluation_after_any_event_finds_nothing_new(events: list[Event
         again: list[dict[str, Any]] = []
         evaluate(TrackingState.from_bytes(state.to_bytes()), event, PROP, again)
         assert again == [], [(a["rule"], a["label_id"]) for a in again]
+
+
+def test_settings_from_env() -> None:
+    config = Settings.from_env({
+        "TRACKING_VALIDATOR_REUSE_WINDOW_DAYS": "30", "TRACKING_VALIDATOR_CLOCK_SKEW_HOURS": "0.5",
+        "TRACKING_VALIDATOR_ALLOWED_LATENESS_DAYS": "0", "TRACKING_VALIDATOR_POSTAL_PREFIX": "5",
+        "TRACKING_VALIDATOR_MAX_MESSAGE_BYTES": "1000", "TRACKING_VALIDATOR_MAX_SCANS_PER_KEY": " ",
+    })
+    assert (config.reuse_window, config.clock_skew, config.allowed_lateness) == (
+        timedelta(days=30), timedelta(minutes=30), timedelta(0))
+    assert (config.reuse_window_s, config.clock_skew_s, config.allowed_lateness_s) == (
+        30 * 86400, 1800, 0)
+    assert (config.postal_prefix, config.max_message_bytes, config.max_scans_per_key) == (
+        5, 1000, 64)
+    assert Settings.from_env({}) == Settings()
+    with pytest.raises(ValueError):
+        Settings(postal_prefix=0)
+    with pytest.raises(ValueError):
+        Settings(reuse_window=timedelta(0))
