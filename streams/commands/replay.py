@@ -21,7 +21,7 @@ from typing import Any
 
 from streams.impact import parse_time
 from streams.kafka_io import add_bootstrap_argument
-from streams.offline import ORDERS, Processor, Summary
+from streams.offline import ORDERS, Processor, Summary, paused_gc
 from streams.outputs import dumps
 from streams.progress import Progress
 
@@ -89,7 +89,7 @@ async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
                 await sender.send(topic, value, key)
             outbox.clear()
 
-        with progress:
+        with paused_gc(), progress:
             topics = [args.labels_topic, args.scans_topic]
             async for record in read_to_end(args.bootstrap, topics, from_ms, on_start):
                 current_key = record.key

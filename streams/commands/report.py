@@ -107,6 +107,11 @@ def _timeline_svg(result: impact.Impact) -> str:
         return '<p class="muted">No alerts in this window.</p>'
     hours = sorted({hour for hour, _ in result.timeline})
     first, last = hours[0], hours[-1]
+    # the axis spans the window asked for (whole hours), else the alerts
+    if result.since is not None:
+        first = min(first, _hour(result.since))
+    if result.until is not None:
+        last = max(last, _hour(result.until - timedelta(microseconds=1)))
     count = int((last - first) / timedelta(hours=1)) + 1
     per_hour: list[dict[str, int]] = [{} for _ in range(count)]
     for (hour, rule), n in result.timeline.items():
@@ -168,6 +173,10 @@ def _timeline_svg(result: impact.Impact) -> str:
     return "".join(parts)
 
 
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;
 color:#1d2733;background:#fff}
@@ -175,7 +184,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .muted{color:#66717d}.cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0}
 .card{border:1px solid #d9dee4;border-radius:6px;padding:10px 14px;min-width:130px}
 .card b{display:block;font-size:22px}.card span{color:#66717d;font-size:12px}
-table{border-collapse:collapse;width:100%;font-size:13px}
+table{border-collapse:collapse;width:100%;font-size:13px}.scroll{overflow-x:auto}
 th,td{border-bottom:1px solid #e6e9ed;padding:5px 8px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#f4f6f8;position:sticky;top:0}
 svg{width:100%;max-width:960px;height:auto;font-size:11px;fill:#44505c}
@@ -225,8 +234,9 @@ delivery and late shipment rate.</p>
 <h2>Incident timeline: alerts per hour by rule (UTC)</h2>
 {_timeline_svg(result)}
 <h2>Sellers</h2>
-<table><thead><tr>{"".join(f"<th>{escape(h)}</th>" for h in header)}</tr></thead>
-<tbody>{"".join(rows)}</tbody></table>
+<div class="scroll"><table>
+<thead><tr>{"".join(f"<th>{escape(h)}</th>" for h in header)}</tr></thead>
+<tbody>{"".join(rows)}</tbody></table></div>
 {note}
 </body></html>
 """

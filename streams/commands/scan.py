@@ -16,7 +16,7 @@ import os
 import sys
 from typing import IO, Any
 
-from streams.offline import ORDERS, Processor
+from streams.offline import ORDERS, Processor, paused_gc
 from streams.outputs import dumps
 from streams.progress import Progress
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = [os.fstat(h.fileno()).st_size if h is not sys.stdin.buffer else 0 for _, h in inputs]
     total = sum(sizes) if all(sizes) else None
     try:
-        with Progress("scan", total=total) as progress:
+        with paused_gc(), Progress("scan", total=total) as progress:
             for name, handle in inputs:
                 for number, line in enumerate(handle, start=1):
                     progress.update(len(line))
