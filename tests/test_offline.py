@@ -108,3 +108,17 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["scan"])
     assert exc.value.code == 2
+
+
+def test_progress_line_only_when_enabled() -> None:
+    from streams.progress import Progress
+
+    quiet = io.StringIO()
+    with Progress("scan", total=10, stream=quiet) as progress:  # StringIO is not a terminal
+        progress.update(5)
+    assert quiet.getvalue() == ""
+    shown = io.StringIO()
+    with Progress("scan", total=10, stream=shown, enabled=True) as progress:
+        progress.update(5)
+    assert "scan [" in shown.getvalue() and "50.0%" in shown.getvalue()
+    assert shown.getvalue().endswith("\r\x1b[K")  # the line is erased at the end

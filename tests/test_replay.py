@@ -95,6 +95,13 @@ async def test_replay_equals_offline_and_leaves_no_group(
     again = await _alerts(kafka_bootstrap, topics["replay-alerts"])
     assert len(again) == 2 * len(expected) and _ids(again) == expected
 
+    # report straight from the topic: the repeated alerts count once (same alert_id)
+    out = tmp_path / "report.json"
+    argv = ["report", "--topic", topics["replay-alerts"], "--bootstrap", kafka_bootstrap,
+            "--format", "json", "--output", str(out)]  # fmt: skip
+    assert await asyncio.to_thread(main, argv) == 0
+    assert orjson.loads(out.read_bytes())["totals"]["alerts"] == len(expected)
+
 
 async def test_replay_equals_a_live_worker(
     kafka_bootstrap: str, create_topic, tmp_path: Path
