@@ -1,0 +1,232 @@
+"""Crash recovery: a worker killed with SIGKILL midway and restarted loses nothing.
+
+The input (labels, scans, a few malformed records) is produced once; each scenario runs its
+own app id (own consumer group, internal topic, changelog and alerts topic) over it:
+
+* uninterrupted: one worker from start to end (the reference);
+* killed, restarted with the same state dir (RocksDB reopened, changelog replayed past it);
+* killed, restarted with an emptied state dir (the table comes back from the changelog).
+
+After a restart, records processed but not committed are processed again (at-least-once), so
+an alert may be repeated: repeats carry the same alert_id and are otherwise identical, and the
+set of distinct alerts equals the uninterrupted run's, which equals the offline core's.
+The workload avoids the few arrival-order-dependent findings detection.py lists, so the
+expected set does not depend on how the two input topics interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from test_worker_integration import (
+    DEC,
+    T0,
+    Pipeline,
+    _lag,
+    alerts_of,
+    identity,
+    new_pipeline,
+    produce,
+    read_all,
+    unique_alerts,
+    wait_idle,
+    wait_topics,
+)
+
+from streams.samples import (
+    carrier_scan,
+    journey,
+    label_purchased,
+    label_voided,
+    usps_number,
+    wrong_check_digit,
+)
+
+pytestmark = pytest.mark.integration
+
+NUMBERS = 2500  # tracking numbers in the workload: ~10k records
+MALFORMED = [b"{oops", b"[]", b'{"type": "label.printed"}']
+
+
+def workload(rng: random.Random) -> list[dict[str, Any]]:
+    zips = ["10001", "30303", "60601", "75201", "90012"]
+    out: list[dict[str, Any]] = []
+    for i in range(NUMBERS):
+        number = usps_number(rng)
+        when = T0 + timedelta(minutes=7 * i)
+        seller = f"seller-{i % 97}"
+        dest = zips[i % len(zips)]
+        if i % 25 == 0:  # reused: a December label of another seller, shipped
+            out.append(label_purchased(f"r{i}-old", f"L{i}-old", number, f"old-{i}",
+                                       DEC + timedelta(minutes=i), ship_to=(dest, "US")))
+            out += journey(f"r{i}-old", number, DEC + timedelta(minutes=i, hours=3), "07302",
+                           dest)
+            out.append(label_purchased(f"r{i}", f"L{i}", number, seller, when,
+                                       ship_to=(dest, "US")))
+        elif i % 31 == 0:  # wrong check digit
+            out.append(label_purchased(f"b{i}", f"L{i}", wrong_check_digit(number), seller,
+                                       when))
+        elif i % 37 == 0:  # voided, shipped anyway
+            out.append(label_purchased(f"v{i}", f"L{i}", number, seller, when,
+                                       ship_to=(dest, "US")))
+            out.append(label_voided(f"v{i}-void", f"L{i}", number, when + timedelta(hours=1)))
+            out.append(carrier_scan(f"v{i}-acc", number, "accepted", when + timedelta(hours=3),
+                                    postal_code="07302"))
+        else:  # normal; every 41st delivered in another ZIP region
+            wrong = i % 41 == 0
+            out.append(label_purchased(f"n{i}", f"L{i}", number, seller, when,
+                                       ship_to=(dest, "US")))
+            out += journey(f"n{i}", number, when + timedelta(hours=3), "07302",
+                           "98101" if wrong else dest)
+    return out
+
+
+def reference_alerts(messages: list[dict[str, Any]]) -> set[str]:
+    from streams.offline import Processor
+
+    found: set[str] = set()
+    proc = Processor(lambda a: found.add(a["alert_id"]), lambda d: None)
+    for i, m in enumerate(messages):
+        proc.feed(orjson.dumps(m), source="x", partition=0, offset=i)
+    proc.finish()
+    return found
+
+
+class Input:
+    def __init__(self, topics: dict[str, str], messages: list[dict[str, Any]],
+                 malformed: set[tuple[str, int, int]]) -> None:
+        self.topics = topics
+        self.messages = messages
+        self.malformed = malformed
+
+
+@pytest.fixture(scope="module")
+def shared_input(kafka_bootstrap: str) -> Iterator[Input]:
+    rng = random.Random(20250217)
+    messages = workload(rng)
+    probe = new_pipeline(kafka_bootstrap, Path("/nonexistent"), "rec")
+    topics = {"labels": probe.topics["labels"], "scans": probe.topics["scans"]}
+
+    async def setup() -> set[tuple[str, int, int]]:
+        from streams.kafka_io import ensure_topics
+
+        await ensure_topics(kafka_bootstrap, topics.values(), partitions=3)
+        await wait_topics(kafka_bootstrap, topics.values())
+        labels = [m for m in messages if m["type"] != "carrier.scan"]
+        scans = [m for m in messages if m["type"] == "carrier.scan"]
+        # keyed by number: one number's records of one topic stay in order
+        await produce_keyed(kafka_bootstrap, topics["labels"], labels)
+        await produce_keyed(kafka_bootstrap, topics["scans"], scans)
+        placed = await produce(kafka_bootstrap, topics["labels"], MALFORMED)
+        return {(topics["labels"], part, off) for part, off in placed}
+
+    malformed = asyncio.run(setup())
+    yield Input(topics, messages, malformed)
+
+
+async def produce_keyed(bootstrap: str, topic: str, messages: list[dict[str, Any]]) -> None:
+    from streams.kafka_io import Sender, make_producer
+
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        sender = Sender(producer)
+        for m in messages:
+            await sender.send(topic, orjson.dumps(m), key=m["tracking_number"].encode())
+        await sender.drain()
+    finally:
+        await producer.stop()
+
+
+def pipeline_for(bootstrap: str, data: Input, tmp: Path, name: str) -> Pipeline:
+    p = new_pipeline(bootstrap, tmp, name)
+    p.topics["labels"] = data.topics["labels"]
+    p.topics["scans"] = data.topics["scans"]
+    p.extra_args = ["--commit-interval", "1.0"]  # a realistic window of uncommitted work
+    return p
+
+
+async def outcome(p: Pipeline) -> tuple[dict[str, dict[str, Any]], int, set[Any]]:
+    alerts = await alerts_of(p)
+    dead = {
+        (d["source_topic"], d["partition"], d["offset"])
+        for d in (orjson.loads(r.value) for r in await read_all(p.bootstrap,
+                                                                p.topics["deadletter"]))
+    }
+    return unique_alerts(alerts), len(alerts), dead
+
+
+async def run_to_end(p: Pipeline) -> None:
+    p.start()
+    try:
+        await wait_idle(p, timeout=180)
+    finally:
+        assert p.worker is not None
+        assert p.worker.stop() == 0, f"log: {p.log}"
+
+
+async def kill_midway(p: Pipeline, total: int) -> int:
+    """Start a worker, SIGKILL it once about a third of the input is committed; returns the
+    number of input records it had committed."""
+    p.start()
+    assert p.worker is not None
+    topics = [p.topics["labels"], p.topics["scans"]]
+    deadline = time.monotonic() + 120
+    while True:
+        lag = await _lag(p, topics)
+        if 0 <= lag <= total * 2 // 3 and await _lag(p, [p.internal_topic]) >= 0:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no progress; log: {p.log}")
+        await asyncio.sleep(0.05)
+    p.worker.kill()
+    assert lag > 0, "the worker finished before it could be killed: grow the workload"
+    return total - lag
+
+
+@pytest.fixture(scope="module")
+def reference(kafka_bootstrap: str, shared_input: Input) -> dict[str, dict[str, Any]]:
+    tmp = Path(tempfile.mkdtemp(prefix="tv-rec-ref-"))
+    p = pipeline_for(kafka_bootstrap, shared_input, tmp, "rec-ref")
+    started = time.monotonic()
+    asyncio.run(run_to_end(p))
+    elapsed = time.monotonic() - started
+    alerts, total, dead = asyncio.run(outcome(p))
+    print(f"uninterrupted: {len(shared_input.messages)} records in {elapsed:.1f}s, "
+          f"{len(alerts)} alerts")
+    assert total == len(alerts), "an uninterrupted run repeats no alert"
+    assert dead == shared_input.malformed
+    assert set(alerts) == reference_alerts(shared_input.messages)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return alerts
+
+
+@pytest.mark.parametrize("state", ["kept", "emptied"])
+async def test_sigkill_and_restart(
+    kafka_bootstrap: str, shared_input: Input, reference: dict[str, dict[str, Any]],
+    state: str, tmp_path: Path,
+) -> None:
+    p = pipeline_for(kafka_bootstrap, shared_input, tmp_path, f"rec-{state}")
+    total = len(shared_input.messages) + len(MALFORMED)
+    done = await kill_midway(p, total)
+    assert 0 < done < total
+    if state == "emptied":
+        shutil.rmtree(p.state_dir)
+        p.state_dir.mkdir()
+    await run_to_end(p)
+
+    alerts, emitted, dead = await outcome(p)
+    assert dead == shared_input.malformed  # every malformed record, once or more
+    assert set(alerts) == set(reference)
+    assert {identity(a) for a in alerts.values()} == {identity(a) for a in reference.values()}
+    print(f"{state}: killed after {done}/{total} records; {emitted - len(alerts)} repeats")
