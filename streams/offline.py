@@ -27,6 +27,7 @@ from typing import Any
 
 from streams import detection, events
 from streams.outputs import dead_letter, stamp_alert
+from streams.progress import Progress
 from streams.settings import Settings
 
 ORDERS = ("event-time", "input")
@@ -133,10 +134,13 @@ class Processor:
             self.summary.alerts[alert["rule"]] += 1
             self.on_alert(stamp_alert(alert))
 
-    def finish(self) -> Summary:
+    def finish(self, label: str | None = None) -> Summary:
+        """Apply the buffered events in event-time order (a progress line `label` if given)."""
         pending, self.pending = self.pending, []
         pending.sort(key=lambda item: (item[0], item[1]))
-        for _, _, event in pending:
-            self._apply(event)
+        with Progress(label or "", total=len(pending), enabled=None if label else False) as bar:
+            for _, _, event in pending:
+                self._apply(event)
+                bar.update()
         self.summary.seconds = time.monotonic() - self.summary.started
         return self.summary

@@ -98,7 +98,7 @@ async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
                 progress.update()
                 if outbox:
                     await flush()
-            summary = processor.finish()
+            summary = processor.finish("replay: apply in event-time order")
             await flush()
             await sender.drain()
     finally:

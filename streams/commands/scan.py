@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                     if not value.strip():
                         continue
                     processor.feed(value, source=name, partition=0, offset=number)
-            summary = processor.finish()
+            summary = processor.finish("scan: apply in event-time order")
     except OSError as exc:
         print(f"scan: {exc}", file=sys.stderr)
         return 2
