@@ -32,12 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"streams.commands.{module_name}")
-        except ModuleNotFoundError as exc:  # DEV-ONLY: removed once every command exists
-            if exc.name != f"streams.commands.{module_name}":
-                raise
-            continue
+        module = importlib.import_module(f"streams.commands.{module_name}")
         doc = (module.__doc__ or "").strip().splitlines()
         summary = doc[0] if doc else name
         configure = getattr(module, f"configure_{name}", None) or module.configure
