@@ -1,6 +1,7 @@
 """The `tracking-validator` command: one subcommand per module of `streams.commands`.
 
-Each command module exposes `configure(parser)` and `run(args) -> int`, and keeps its heavy
+Each command module exposes `configure(parser)` and `run(args) -> int` (or, serving two
+commands, `configure_<name>`/`run_<name>` and `HELP_<NAME>`), and keeps its heavy
 imports (faust, aiokafka) inside `run` so that light commands such as `check` start fast.
 """
 
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"streams.commands.{module_name}")
         doc = (module.__doc__ or "").strip().splitlines()
-        summary = doc[0] if doc else name
+        # a module serving two commands names each one's summary HELP_<NAME>
+        summary = getattr(module, f"HELP_{name.upper()}", None) or (doc[0] if doc else name)
         configure = getattr(module, f"configure_{name}", None) or module.configure
         p = sub.add_parser(name, help=summary, description=summary)
         configure(p)

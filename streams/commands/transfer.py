@@ -35,6 +35,9 @@ from streams.impact import parse_time
 from streams.kafka_io import add_bootstrap_argument
 from streams.progress import Progress
 
+HELP_IMPORT = "Load a JSON Lines file into a Kafka topic, keys and event-time timestamps kept."
+HELP_EXPORT = "Dump a Kafka topic to a JSON Lines file, from the start to its current end."
+
 EVENT_TIME_FIELDS = ("purchased_at", "voided_at", "occurred_at")
 
 
