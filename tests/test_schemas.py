@@ -251,3 +251,35 @@ def test_timestamps_agree_with_jsonschema(text: str) -> None:
         instance[field] = text
         assert accepts(compiled.validator(name), instance) == _REFERENCES[name].is_valid(
             instance), text
+
+
+# --- the fast form's shortcuts -----------------------------------------------------------
+
+@pytest.mark.parametrize("pattern", ["^a|b", "(?m)^x", "x^", "(^a)|b", "a", "(?:^a|b)"])
+def test_unanchored_patterns_keep_search(pattern: str) -> None:
+    assert compiled._searcher(pattern) == re.compile(pattern).search
+
+
+def _patterns(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return found + [p for value in node.values() for p in _patterns(value)]
+    return []
+
+
+@pytest.mark.parametrize("pattern", sorted({p for name in MESSAGE_TYPES
+                                            for p in _patterns(compiled.load(name))}))
+def test_anchored_schema_patterns_match_as_search_does(pattern: str) -> None:
+    fast = compiled._searcher(pattern)
+    assert fast == re.compile(pattern).match  # every pattern of ours starts with ^
+    for text in [*TRICKY_STRINGS, "xUS", "US\n", "\nUS", "x2025-02-24T15:04:05Z"]:
+        assert (fast(text) is None) == (re.search(pattern, text) is None), text
+
+
+def test_required_fields_without_properties_are_still_required() -> None:
+    fast = compiled.compile_fast({"type": "object", "required": ["a", "b"],
+                                  "properties": {"a": {"type": "integer"}}})
+    assert fast({"a": 1, "b": None})
+    assert not fast({"a": 1})
+    assert not fast({"b": 1})
+    assert not fast({"a": "1", "b": 1})
