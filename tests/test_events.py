@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from streams.events import (
     LabelPurchased,
     LabelVoided,
     decode,
+    decode_object,
+    parse,
 )
 
 EXAMPLES = SCHEMAS_DIR / "examples"
@@ -190,3 +193,34 @@ def test_missing_required_fields() -> None:
 def test_integral_float_version_is_accepted_like_json_schema_does() -> None:
     msg = example("label.purchased.valid.full.json") | {"schema_version": 1.0}
     assert isinstance(decode(encoded(msg)), LabelPurchased)
+
+
+@pytest.mark.parametrize(("text", "moment"), [
+    ("2025-02-24T15:04:05Z", datetime(2025, 2, 24, 15, 4, 5, tzinfo=UTC)),
+    ("2025-02-24t15:04:05z", datetime(2025, 2, 24, 15, 4, 5, tzinfo=UTC)),
+    ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ("2025-02-24T15:04:05.999999-05:30", datetime(2025, 2, 24, 20, 34, 5, 999999, tzinfo=UTC)),
+    ("1970-01-01T00:00:00.5+01:00", datetime(1969, 12, 31, 23, 0, 0, 500000, tzinfo=UTC)),
+])
+def test_timestamps_become_utc_and_floored_epoch_seconds(text: str, moment: datetime) -> None:
+    msg = example("carrier.scan.valid.delivered.json") | {"occurred_at": text}
+    event = decode(encoded(msg))
+    assert event.occurred_at == moment and event.occurred_at.tzinfo is UTC
+    assert event.event_ts == math.floor(moment.timestamp())  # -3600 for the 1969 one
+
+
+def test_decode_agrees_with_parse_then_decode_object() -> None:
+    for path in sorted(EXAMPLES.glob("*.json")):
+        if path.name.split(".valid.")[0].split(".invalid.")[0] not in (
+                "label.purchased", "label.voided", "carrier.scan"):
+            continue
+        value = path.read_bytes()
+        try:
+            expected: object = decode_object(parse(value))
+        except DecodeError as exc:
+            expected = exc.to_dict()
+        try:
+            got: object = decode(value)
+        except DecodeError as exc:
+            got = exc.to_dict()
+        assert got == expected, path.name
