@@ -87,7 +87,7 @@ class Carrier:
 
     __slots__ = (
         "by_length", "code", "definition", "formats", "long_formats", "name",
-        "prefixed_lengths", "reinterprets", "routing",
+        "prefixed_lengths", "reinterprets", "routed", "routing",
     )
 
     def __init__(self, definition: dict[str, Any]) -> None:
@@ -97,9 +97,19 @@ class Carrier:
         self.formats: tuple[Format, ...] = tuple(
             Format(self.code, f) for f in definition["formats"]
         )
+        patterns = [r["pattern"] for r in definition.get("routing_prefixes", ())]
         self.routing: tuple[Callable[[str], re.Match[str] | None], ...] = tuple(
-            re.compile(r["pattern"]).match for r in definition.get("routing_prefixes", ())
+            re.compile(p).match for p in patterns
         )
+        # whether any routing prefix matches at the start, in one regex call (canonical()
+        # asks this of every scan's number)
+        self.routed: Callable[[str], object] | None = None
+        if patterns:
+            try:
+                self.routed = re.compile("|".join(f"(?:{p})" for p in patterns)).match
+            except re.error:  # e.g. a global inline flag inside one pattern: ask each
+                routing = self.routing
+                self.routed = lambda n: any(r(n) for r in routing)
         # canonical() must run the full validation only where a reading can change the number
         self.reinterprets = bool(self.routing) or any(f.prefix for f in self.formats)
         # number lengths at which a format with an implied prefix may apply

@@ -93,3 +93,20 @@ def test_unknown_carrier_definition_lookup() -> None:
     assert carrier("nope") is None
     with pytest.raises(KeyError):
         generate("nope")
+
+
+@pytest.mark.parametrize("code", [c for c in CARRIER_ORDER if carrier(c).routing])
+def test_routed_answers_as_every_routing_prefix_does(code: str) -> None:
+    c = carrier(code)
+    rng = random.Random(5)
+    texts = ["", "4", "42", "420", "4201234", "42012345", "420123456789", "9400", "(420)1"]
+    for _ in range(300):
+        number = generate(code, rng=rng)
+        texts += [number, "420" + number, "420" + number[:5], number[3:],
+                  "".join(rng.choices("0123456789", k=rng.randrange(1, 40)))]
+    for text in texts:
+        assert bool(c.routed(text)) == any(r(text) for r in c.routing), text
+
+
+def test_carriers_without_routing_have_no_routed_check() -> None:
+    assert all(carrier(c).routed is None for c in CARRIER_ORDER if not carrier(c).routing)
