@@ -49,17 +49,20 @@ def test_ingest_record_dead_letters_with_the_decode_error() -> None:
 
 
 class Captured:
-    """Stands in for a topic's `send`: records what the agents send; the returned future is
-    already acknowledged, as the broker would."""
+    """Stands in for the app producer's `send`: records what the agents produce; the
+    returned future is already acknowledged, as the broker would."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[bytes | None, bytes]] = []
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
 
-    async def send(self, *, key: bytes | None = None, value: bytes, **_: Any) -> Any:
-        self.sent.append((key, value))
+    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> Any:
+        self.sent.append((topic, key, value))
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
+
+    def to(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+        return [(k, v) for t, k, v in self.sent if t == topic]
 
 
 @pytest.fixture
@@ -70,11 +73,9 @@ def app(tmp_path: Path) -> Any:
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()
-    handles = app.tracking
-    for name in ("tracking_events", "alerts", "deadletter"):
-        captured = Captured()
-        handles[name].send = captured.send  # the agents hold these topic objects
-        handles[f"captured_{name}"] = captured
+    captured = Captured()
+    app.producer.send = captured.send  # the agents produce through the app's producer
+    app.tracking["captured"] = captured
     return app
 
 
@@ -93,10 +94,12 @@ async def test_agents_route_decode_detect_and_dead_letter(app: Any) -> None:
         await agent.put(b"\xff", key=b"order-2")
         await agent.put(b"x" * 3000, key=b"order-3")
 
-    forwarded = h["captured_tracking_events"].sent
+    config = h["config"]
+    captured = h["captured"]
+    forwarded = captured.to(config.tracking_events_topic)
     assert len(forwarded) == len(inputs)
     assert {key for key, _ in forwarded} == {f"usps:{N1}".encode()}
-    dead = [orjson.loads(v) for _, v in h["captured_deadletter"].sent]
+    dead = [orjson.loads(v) for _, v in captured.to(config.deadletter_topic)]
     assert [d["error"]["code"] for d in dead] == ["encoding", "too_large"]
 
     async with detect.test_context() as agent:
@@ -106,10 +109,10 @@ async def test_agents_route_decode_detect_and_dead_letter(app: Any) -> None:
         stored = table[f"usps:{N1}".encode()]
         assert isinstance(stored, bytes) and b"L-new" in stored
 
-    alerts = [orjson.loads(v) for _, v in h["captured_alerts"].sent]
+    alerts = [orjson.loads(v) for _, v in captured.to(config.alerts_topic)]
     assert sorted((a["rule"], a["label_id"], a["severity"]) for a in alerts) == [
         ("duplicate_tracking", "L-new", "critical"),
         ("previously_used", "L-new", "critical"),
     ]
-    assert {k for k, _ in h["captured_alerts"].sent} == {N1.encode()}  # keyed by the number
+    assert {k for k, _ in captured.to(config.alerts_topic)} == {N1.encode()}  # by number
     assert all(a["detected_at"].endswith("Z") for a in alerts)
