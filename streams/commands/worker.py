@@ -38,8 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     def opt(flag: str, field: str, help: str, **kw: Any) -> None:
         default = d[field].default
-        add(flag, dest=field, default=None, help=f"{help} (env {_env(field)}; default {default})",
-            **kw)
+        shown = f"; default {default}" if default not in ("", None) else ""
+        add(flag, dest=field, default=None, help=f"{help} (env {_env(field)}{shown})", **kw)
 
     opt("--bootstrap", "bootstrap", "Kafka bootstrap servers, host:port[,host:port]")
     opt("--app-id", "app_id", "application id: consumer group, internal topic and changelog prefix")
