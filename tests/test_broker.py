@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,13 @@ def test_cluster_id_is_16_bytes_urlsafe_base64():
     cid = kb.new_cluster_id()
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", cid)
     assert cid != kb.new_cluster_id()
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch):
+    # uuid bytes whose base64 starts with "-" (0xf8 -> "-" under the URL-safe alphabet)
+    ids = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(kb.uuid, "uuid4", lambda: next(ids))
+    assert not kb.new_cluster_id().startswith("-")
 
 
 def test_cache_dir_env_override(tmp_path, monkeypatch):
