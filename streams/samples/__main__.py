@@ -1,6 +1,13 @@
-"""`python -m streams.samples`: rewrite incident.jsonl from build_incident()."""
+"""`python -m streams.samples`: regenerate incident.jsonl with the seeded simulate command."""
 
-from streams.samples import INCIDENT, build_incident, write_jsonl
+import shutil
+import tempfile
+from pathlib import Path
 
-write_jsonl(build_incident())
+from streams.cli import main
+from streams.samples import INCIDENT, SAMPLE_COMMAND
+
+with tempfile.TemporaryDirectory() as out:
+    main([*SAMPLE_COMMAND.split(), "--out", out])
+    shutil.copyfile(Path(out) / "events.jsonl", INCIDENT)
 print(INCIDENT)
