@@ -28,6 +28,7 @@ import hashlib
 import time
 from binascii import crc_hqx
 from bisect import bisect_left, bisect_right
+from operator import attrgetter
 from typing import Any
 from zlib import crc32
 
@@ -104,9 +105,7 @@ class Label:
         self.flags = flags
 
     def row(self) -> list[Any]:
-        return [self.label_id, self.seller_id, self.order_id, self.channel, self.purchased,
-                self.voided, self.postal_code, self.country, self.amount, self.currency,
-                self.flags]
+        return list(_row(self))
 
     def facts(self) -> tuple[Any, ...]:
         """The purchase facts, compared to pick one of two reprints deterministically."""
@@ -130,6 +129,24 @@ class Label:
         return f"Label({', '.join(repr(v) for v in self.row())})"
 
 
+# The stored row of a Label, in one C call (orjson writes the tuple as the same array).
+_ROW_FIELDS = ("label_id", "seller_id", "order_id", "channel", "purchased", "voided",
+               "postal_code", "country", "amount", "currency", "flags")
+_row = attrgetter(*_ROW_FIELDS)
+_new = object.__new__
+_dumps = orjson.dumps
+_loads = orjson.loads
+
+
+def _label_of(row: list[Any]) -> Label:
+    """Label(*row) without the call through __init__'s defaults (from_bytes, per label)."""
+    label = _new(Label)
+    (label.label_id, label.seller_id, label.order_id, label.channel, label.purchased,
+     label.voided, label.postal_code, label.country, label.amount, label.currency,
+     label.flags) = row
+    return label
+
+
 # A scan fact: (occurred_at epoch s, status index, postal code or "", country or "").
 Scan = tuple[int, int, str, str]
 
@@ -147,16 +164,20 @@ class TrackingState:
         self.event_ids: list[int] = [] if event_ids is None else event_ids  # oldest first
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps([_FORMAT, self.max_ts, [lb.row() for lb in self.labels.values()],
-                             self.scans, self.event_ids])
+        return _dumps([_FORMAT, self.max_ts, list(map(_row, self.labels.values())),
+                       self.scans, self.event_ids])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TrackingState:
-        fmt, max_ts, rows, scans, event_ids = orjson.loads(data)
+        fmt, max_ts, rows, scans, event_ids = _loads(data)
         if fmt != _FORMAT:
             raise ValueError(f"unknown TrackingState format {fmt}")
-        return cls(max_ts, {row[0]: Label(*row) for row in rows},
-                   [tuple(s) for s in scans], event_ids)  # type: ignore[misc]
+        state = _new(cls)
+        state.max_ts = max_ts
+        state.labels = {row[0]: _label_of(row) for row in rows}
+        state.scans = list(map(tuple, scans))  # tuples: they compare with the scan facts
+        state.event_ids = event_ids
+        return state
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TrackingState) and self.to_bytes() == other.to_bytes()
@@ -173,7 +194,8 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
 
     The state object is updated in place and returned; None means nothing is left to keep.
     """
-    digest = event_hash(event.event_id)
+    data = event.event_id.encode()
+    digest = (crc32(data) << 16) | crc_hqx(data, 0)  # event_hash(), inlined
     if state is None:
         state = TrackingState()
     elif digest in state.event_ids:
@@ -191,10 +213,14 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
         scan = (event.event_ts, _STATUS_INDEX[event.status], event.postal_code or "",
                 event.country or "")
         scans = state.scans
-        i = bisect_left(scans, scan)
-        if i == len(scans) or scans[i] != scan:  # else: a known fact, nothing changes
-            scans.insert(i, scan)
+        if not scans or scans[-1] < scan:  # in event-time order: the common case
+            scans.append(scan)
             _on_scan(state, scan, event, settings, alerts)
+        else:
+            i = bisect_left(scans, scan)
+            if scans[i] != scan:  # else: a known fact, nothing changes
+                scans.insert(i, scan)
+                _on_scan(state, scan, event, settings, alerts)
     elif kind is LabelPurchased:
         if _add_purchase(state, event, alerts):
             evaluate(state, event, settings, alerts)
@@ -409,6 +435,24 @@ def evaluate(state: TrackingState, event: Event, settings: Settings,
 def _on_scan(state: TrackingState, scan: Scan, event: Event, settings: Settings,
              alerts: list[dict[str, Any]]) -> None:
     """What one new scan can raise; nothing else about the facts changed."""
+    labels = state.labels
+    if len(labels) == 1:
+        # Most numbers have one label: the general path below with held == [label], minus
+        # the lists and bisects (tests check both paths against full re-evaluation).
+        for label in labels.values():
+            p = label.purchased
+            if p is None or label.flags & _INVALID_FLAG:
+                return
+            ts = scan[0]
+            if (scan[1] >= _ACCEPTED and not label.flags & _PREV
+                    and ts + settings.clock_skew_s < p < ts + settings.reuse_window_s):
+                _previously_used(state, [label], [p], 0, event, settings, alerts)
+            if p <= ts:  # the scan belongs to the label
+                if not label.flags & _DEST and scan[1] in _AT_DOOR:
+                    _destination(label, scan, event, settings, alerts)
+                if label.voided is not None and not label.flags & _VOID:
+                    _voided_scanned(label, scan, event, alerts)
+        return
     held = _held(state)
     if not held:
         return
@@ -466,7 +510,12 @@ def _expire(state: TrackingState, settings: Settings) -> TrackingState | None:
 
     labels = state.labels
     # Fast path: a label's last activity is at least its purchase/void time.
-    if labels and any(max(lb.purchased or 0, lb.voided or 0) < horizon for lb in labels.values()):
+    stale = False
+    for lb in labels.values():
+        if (lb.purchased or 0) < horizon and (lb.voided or 0) < horizon:
+            stale = True
+            break
+    if stale:
         activity = _label_activity(state)
         for label_id, last in activity.items():
             if last < horizon:
