@@ -411,10 +411,12 @@ def evaluate(state: TrackingState, event: Event, settings: Settings,
     Run after a purchase (it can change which label every scan belongs to); scans and voids
     take the incremental paths below, which tests prove never miss what this finds.
     """
+    scans = state.scans
+    if not scans and len(state.labels) < 2:
+        return  # a first label and no scans: every rule needs a scan or a second label
     held = _held(state)
     if not held:
         return
-    scans = state.scans
     bought = [lb.purchased for lb in held]
     last = _last_activity(scans, bought)
     for j, label in enumerate(held):

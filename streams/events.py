@@ -154,7 +154,14 @@ def _carrier_scan(obj: dict[str, Any]) -> CarrierScan:
     carrier = obj["carrier"].strip().lower()
     raw = obj["tracking_number"]
     number = canonical(raw, carrier)
-    occurred_at, ts = _utc(obj["occurred_at"])
+    text = obj["occurred_at"]
+    try:  # _utc(), inlined: scans are most of the traffic
+        occurred_at = _fromiso(text)
+    except ValueError:
+        occurred_at = _schema.parse_timestamp(text)
+        assert occurred_at is not None  # the compiled schema accepted it already
+    if occurred_at.tzinfo is not UTC:
+        occurred_at = occurred_at.astimezone(UTC)
     where = obj.get("location")
     if where:
         get = where.get
@@ -164,7 +171,8 @@ def _carrier_scan(obj: dict[str, Any]) -> CarrierScan:
         postal_code = country = city = state = None
     return CarrierScan(
         obj["event_id"], raw, carrier, obj["status"], obj.get("code"), occurred_at,
-        postal_code, country, city, state, ts, f"{carrier}:{number}", number,
+        postal_code, country, city, state, _floor(occurred_at.timestamp()),
+        f"{carrier}:{number}", number,
     )
 
 

@@ -194,7 +194,9 @@ def load(name: str) -> dict[str, Any]:
 
 def compile_fast(schema: dict[str, Any]) -> Callable[[Any], bool]:
     """A generated function returning whether an instance is valid (no error detail)."""
-    consts: dict[str, Any] = {"_FROMISO": datetime.fromisoformat}
+    # builtins bound as defaults too: LOAD_FAST is cheaper than a global/builtin lookup
+    consts: dict[str, Any] = {"_FROMISO": datetime.fromisoformat, "type": type, "len": len,
+                              "str": str, "dict": dict, "int": int, "float": float}
     body: list[str] = []
     _emit(schema, "v0", 0, 2, body, consts)
     # constants bound as defaults: local lookups, the cheapest Python has
@@ -242,7 +244,9 @@ def _emit(schema: dict[str, Any], var: str, depth: int, indent: int, lines: list
     if kind == "string":
         failures.append(f"type({var}) is not str")
         lo, hi = schema.get("minLength", 0), schema.get("maxLength")
-        if hi is not None and lo:
+        if hi is not None and lo == hi:
+            failures.append(f"len({var}) != {hi}")
+        elif hi is not None and lo:
             failures.append(f"not {lo} <= len({var}) <= {hi}")
         elif hi is not None:
             failures.append(f"len({var}) > {hi}")

@@ -190,7 +190,7 @@ def canonical(number: str, carrier: str | None = None) -> str:
     Without a carrier only the generic normalisation applies, plus the USPS reading when
     the number is a valid USPS number behind a 420 routing prefix or without its 91.
     """
-    n = _normalise(number)
+    n = number.upper() if number.isalnum() else _normalise(number)  # _normalise, inlined
     if carrier is None:
         if n.isdigit() and (len(n) == 20 or (len(n) >= 28 and n.startswith("420"))):
             v = validate(n, "usps")
