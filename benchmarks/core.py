@@ -31,10 +31,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from streams.carriers import generate
 from streams.detection import TrackingState, apply
 from streams.events import decode
 from streams.settings import Settings
-from streams.validation import validate
 
 STATUS_RUNS = [
     ["pre_transit", "accepted", "in_transit", "delivered"],
@@ -43,21 +43,9 @@ STATUS_RUNS = [
 ]
 
 
-def _gs1_check(digits: str) -> str:
-    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(digits)))
-    return str((10 - total % 10) % 10)
-
-
 def _number(rng: random.Random, carrier: str) -> str:
-    if carrier == "usps":
-        serial = "9400" + "".join(rng.choices("0123456789", k=17))
-        return serial + _gs1_check(serial)
-    body = "1Z" + "".join(rng.choices("0123456789ABCDEFGHJKLMNPRSTUVWXYZ", k=6)) + "".join(
-        rng.choices("0123456789", k=9))
-    for digit in "0123456789":  # setup only: find the check digit the validator accepts
-        if validate(body + digit, "ups").valid:
-            return body + digit
-    raise AssertionError("no UPS check digit found")
+    # USPS IMpb or UPS 1Z with a correct check digit, from the carrier definitions
+    return generate(carrier, "usps_impb" if carrier == "usps" else "ups_1z", rng=rng)
 
 
 def _iso(t: datetime) -> str:
