@@ -108,9 +108,7 @@ def ingest_record(
             offset=offset,
             key=key,
             value=value,
-            code=exc.code,
-            message=exc.message,
-            path=exc.path,
+            error=exc,
         )
     return Forward(event.key.encode(), encode_event(event))
 

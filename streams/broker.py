@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO
 
 __all__ = [
     "KAFKA_VERSION",
@@ -228,16 +229,7 @@ def fetch_kafka(
                 f"-DoutputDirectory={tmp / 'libs'}",
             ]
             with open(mvn_log, "wb") as out:
-                try:
-                    rc = subprocess.run(
-                        cmd,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        timeout=900,
-                    ).returncode
-                except subprocess.TimeoutExpired:
-                    rc = -1
+                rc = _run_logged(cmd, out, timeout=900)
             if rc != 0 or not any((tmp / "libs").glob("kafka_2.13-*.jar")):
                 kept = base / f"fetch-{version}-failed.log"
                 shutil.copyfile(mvn_log, kept)
@@ -346,6 +338,16 @@ def _port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _run_logged(cmd: list[str], out: IO[bytes], timeout: float) -> int:
+    """Run `cmd` with its output appended to the log `out`: its exit code, -1 on timeout."""
+    try:
+        return subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+        ).returncode
+    except subprocess.TimeoutExpired:
+        return -1
 
 
 def new_cluster_id() -> str:
@@ -634,16 +636,7 @@ class LocalBroker:
         with open(self.log_path, "ab") as out:
             out.write(f"$ {' '.join(cmd)}\n".encode())
             out.flush()
-            try:
-                rc = subprocess.run(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=120,
-                ).returncode
-            except subprocess.TimeoutExpired:
-                rc = -1
+            rc = _run_logged(cmd, out, timeout=120)
         if rc != 0:
             raise BrokerError(
                 f"formatting the Kafka storage failed (exit {rc}); log: {self.log_path}\n"

@@ -27,13 +27,8 @@ from typing import Any
 
 import orjson
 
-RULES = (
-    "invalid_tracking",
-    "duplicate_tracking",
-    "previously_used",
-    "destination_mismatch",
-    "voided_label_scanned",
-)
+from streams.detection import RULES
+
 SEVERITIES = ("critical", "warning", "info")
 METRICS = ("valid_tracking_rate", "on_time_delivery", "late_shipment")
 

@@ -112,9 +112,7 @@ class Processor:
                     offset=offset,
                     key=key,
                     value=value,
-                    code=exc.code,
-                    message=exc.message,
-                    path=exc.path,
+                    error=exc,
                 )
             )
             return

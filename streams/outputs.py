@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -32,6 +32,14 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
+class Rejection(Protocol):
+    """Why a record could not be processed: `streams.events.DecodeError` is one."""
+
+    code: str
+    message: str
+    path: str | None
+
+
 def dead_letter(
     *,
     source_topic: str,
@@ -39,9 +47,7 @@ def dead_letter(
     offset: int,
     key: bytes | None,
     value: bytes | None,
-    code: str,
-    message: str,
-    path: str | None = None,
+    error: Rejection,
     received_at: str | None = None,
 ) -> dict[str, Any]:
     """A `tracking.deadletter` record per the contract."""
@@ -51,7 +57,7 @@ def dead_letter(
         "offset": offset,
         "key_b64": _b64(key),
         "value_b64": _b64(value),
-        "error": {"code": code, "message": message, "path": path},
+        "error": {"code": error.code, "message": error.message, "path": error.path},
         "received_at": received_at or utc_now(),
     }
 

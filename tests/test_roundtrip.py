@@ -15,16 +15,9 @@ import pytest
 
 from streams.cli import main
 from streams.commands.simulate import write_files
-from streams.detection import ACTIONS
+from streams.detection import ACTIONS, RULES
 from streams.simulation import DEFAULT_START, Params, World, simulate
 
-RULES = (
-    "invalid_tracking",
-    "duplicate_tracking",
-    "previously_used",
-    "destination_mismatch",
-    "voided_label_scanned",
-)
 Finding = tuple[str, str, str, str, str]  # rule, tracking_number, carrier, label_id, severity
 
 
