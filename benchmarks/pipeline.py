@@ -23,16 +23,21 @@ shares the machine: on 2 cores the broker, the worker and this process compete, 
 are conservative. Client settings are the worker's defaults (streams/stream_config.py); the
 tuning notes at the end of this docstring record what was measured.
 
-Measured on the 2-core shared CI-like VM (other test runs competing; load average ~2):
-  (a) 45,000 events/s core (bytes state), 29,000 with the adapter's wire format;
-  (b) 850 events/s end to end, one worker; (c) at 2,000/s the worker falls behind (latency
-  grows without bound); at 500/s p50 64 ms, p99 258 ms; (d) 0.22 GB per million numbers.
-  One worker spends ~500-700 us of CPU per event (two Faust stages: consumer thread hand-off,
-  stream queues, acks, per-message tasks, changelog send), against ~30 us in the core: scale
-  out with more partitions and workers in the same group.
+Measured on the 2-core VM with nothing else running (2026-11-26, Kafka 4.1.1 local broker,
+faust-streaming 0.15.3, aiokafka 0.14, uvloop):
+  (a) 51,000-65,000 events/s core (bytes state), 39,000 with the adapter's wire format;
+  (b) 1,700 events/s end to end, one worker; (c) at 1,000/s p50 77 ms, p99 222 ms; at 2,000/s
+  one worker falls behind (latency grows without bound); (d) 0.22 GB per million numbers.
+  The ceiling is Faust's per-message path, not the core: on the same machine a Faust agent
+  that only counts messages reads 2,000-4,000 msgs/s (6,500-7,000 per CPU second), where a
+  plain aiokafka consumer reads 213,000/s; the worker has two such stages per event (ingest,
+  detect). Scale out with more partitions and workers in the same group.
 
-Tuning notes (worker CPU per 14k events, same VM, noisy +-25%): producing through
-`app.producer.send` instead of `Topic.send` cut CPU ~30% (adopted); a no-op Monitor sensor
+Tuning notes (worker CPU per 14k events, same VM, noisy +-25%): Faust's start-up spinner left
+the root logger at DEBUG, a LogRecord per aiokafka debug call (removed: 952 -> 1,292 events/s
+end to end); uvloop (adopted: -> 1,731 events/s, and p50 at 1,000/s from 2.8 s to 77 ms);
+producing through `app.producer.send` instead of `Topic.send` cut CPU ~30% (adopted); a no-op
+Monitor sensor
 ~10% (not adopted: loses Faust's stats); producer linger 0 vs 5 ms, acks=1 vs all, a larger
 Faust ProducerBuffer limit, broker_commit_every=1000: no measurable gain; commit interval
 5 s vs 1 s: mixed, 30 s: 3x slower (the producer buffer and acks drain at commits); so the
