@@ -33,6 +33,7 @@ import orjson
 
 from streams.impact import parse_time
 from streams.kafka_io import add_bootstrap_argument
+from streams.outputs import rfc3339
 from streams.progress import Progress
 
 HELP_IMPORT = "Load a JSON Lines file into a Kafka topic, keys and event-time timestamps kept."
@@ -180,9 +181,7 @@ def from_record(record: Any) -> dict[str, Any]:
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "timestamp": datetime.fromtimestamp(record.timestamp / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
+        "timestamp": rfc3339(datetime.fromtimestamp(record.timestamp / 1000, UTC)),
     }
     key = record.key
     try:
