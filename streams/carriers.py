@@ -87,7 +87,7 @@ class Carrier:
 
     __slots__ = (
         "by_length", "code", "definition", "formats", "long_formats", "name",
-        "prefixed_lengths", "reinterprets", "routed", "routing",
+        "prefixed_lengths", "reinterprets", "route_starts", "routed", "routing",
     )
 
     def __init__(self, definition: dict[str, Any]) -> None:
@@ -110,6 +110,9 @@ class Carrier:
             except re.error:  # e.g. a global inline flag inside one pattern: ask each
                 routing = self.routing
                 self.routed = lambda n: any(r(n) for r in routing)
+        # what every routing prefix starts with ("" when a pattern has no literal start):
+        # str.startswith rules most numbers out for a tenth of a regex call (measured)
+        self.route_starts: tuple[str, ...] = tuple({_literal_start(p): 0 for p in patterns})
         # canonical() must run the full validation only where a reading can change the number
         self.reinterprets = bool(self.routing) or any(f.prefix for f in self.formats)
         # number lengths at which a format with an implied prefix may apply
@@ -137,6 +140,19 @@ class Carrier:
 
     def __repr__(self) -> str:
         return f"<Carrier {self.code}: {', '.join(f.id for f in self.formats)}>"
+
+
+def _literal_start(pattern: str) -> str:
+    """The literal text that every match of `pattern` starts with ("" if none is known)."""
+    parsed = _sre_parse.parse(pattern)
+    if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
+        return ""
+    start = []
+    for op, av in parsed:
+        if op is not _sre_parse.LITERAL:
+            break
+        start.append(chr(av))
+    return "".join(start)
 
 
 def load_definition(path: Path) -> dict[str, Any]:

@@ -98,19 +98,11 @@ class CarrierScan:
 Event = LabelPurchased | LabelVoided | CarrierScan
 
 
-_fromiso = datetime.fromisoformat
 _floor = math.floor
 
 
-def _utc(text: str) -> tuple[datetime, int]:
-    """(UTC datetime, epoch seconds floored) for a timestamp the schema already accepted."""
-    # fromisoformat reads every ordinary RFC 3339 string (C, ~0.1 us; "Z" gives UTC itself);
-    # parse_timestamp only for what it refuses (lower-case t/z, leap second :60)
-    try:
-        moment = _fromiso(text)
-    except ValueError:
-        moment = _schema.parse_timestamp(text)
-        assert moment is not None  # the compiled schema accepted it already
+def _utc(moment: datetime) -> tuple[datetime, int]:
+    """(UTC datetime, epoch seconds floored) of a timestamp the schema check parsed."""
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     return moment, _floor(moment.timestamp())
@@ -120,70 +112,74 @@ def tracking_key(carrier: str, number: str) -> str:
     return f"{carrier}:{number}"
 
 
-def _label_purchased(obj: dict[str, Any]) -> LabelPurchased:
-    carrier = obj["carrier"].strip().lower()
-    raw = obj["tracking_number"]
+# The fields each builder takes, in order: the schema check extracts them as it checks them
+# (one dict read per field; a date-time comes parsed).
+_LABEL_PURCHASED_FIELDS = (
+    "event_id", "label_id", "tracking_number", "carrier", "seller_id", "order_id", "channel",
+    "service", "ship_to/postal_code", "ship_to/country", "cost/amount", "cost/currency",
+    "purchased_at", "ship_by",
+)
+
+
+def _label_purchased(values: tuple[Any, ...]) -> LabelPurchased:
+    (event_id, label_id, raw, carrier, seller_id, order_id, channel, service, postal_code,
+     country, amount, currency, purchased_at, ship_by) = values
+    carrier = carrier.strip().lower()
     check = validate(raw, carrier)
     number = check.number
-    ship_to = obj["ship_to"]
-    purchased_at, ts = _utc(obj["purchased_at"])
-    ship_by = obj.get("ship_by")
-    cost = obj.get("cost")
-    get = obj.get
+    purchased_at, ts = _utc(purchased_at)
     return LabelPurchased(
-        obj["event_id"], obj["label_id"], raw, carrier, obj["seller_id"], obj["order_id"],
-        get("channel"), get("service"), ship_to["postal_code"], ship_to["country"],
-        None if cost is None else {"amount": cost["amount"], "currency": cost["currency"]},
+        event_id, label_id, raw, carrier, seller_id, order_id, channel, service, postal_code,
+        country, None if amount is None else {"amount": amount, "currency": currency},
         purchased_at, None if ship_by is None else _utc(ship_by)[0], ts,
         f"{carrier}:{number}", number, check,
     )
 
 
-def _label_voided(obj: dict[str, Any]) -> LabelVoided:
-    carrier = obj["carrier"].strip().lower()
-    raw = obj["tracking_number"]
+_LABEL_VOIDED_FIELDS = ("event_id", "label_id", "tracking_number", "carrier", "voided_at")
+
+
+def _label_voided(values: tuple[Any, ...]) -> LabelVoided:
+    event_id, label_id, raw, carrier, voided_at = values
+    carrier = carrier.strip().lower()
     number = canonical(raw, carrier)
-    voided_at, ts = _utc(obj["voided_at"])
+    voided_at, ts = _utc(voided_at)
     return LabelVoided(
-        obj["event_id"], obj["label_id"], raw, carrier, voided_at, ts, f"{carrier}:{number}",
-        number,
+        event_id, label_id, raw, carrier, voided_at, ts, f"{carrier}:{number}", number,
     )
 
 
-def _carrier_scan(obj: dict[str, Any]) -> CarrierScan:
-    carrier = obj["carrier"].strip().lower()
-    raw = obj["tracking_number"]
+_CARRIER_SCAN_FIELDS = (
+    "event_id", "tracking_number", "carrier", "status", "code", "occurred_at",
+    "location/postal_code", "location/country", "location/city", "location/state",
+)
+
+
+def _carrier_scan(values: tuple[Any, ...]) -> CarrierScan:
+    (event_id, raw, carrier, status, code, occurred_at, postal_code, country, city,
+     state) = values
+    carrier = carrier.strip().lower()
     number = canonical(raw, carrier)
-    text = obj["occurred_at"]
-    try:  # _utc(), inlined: scans are most of the traffic
-        occurred_at = _fromiso(text)
-    except ValueError:
-        occurred_at = _schema.parse_timestamp(text)
-        assert occurred_at is not None  # the compiled schema accepted it already
-    if occurred_at.tzinfo is not UTC:
+    if occurred_at.tzinfo is not UTC:  # _utc(), inlined: scans are most of the traffic
         occurred_at = occurred_at.astimezone(UTC)
-    where = obj.get("location")
-    if where:
-        get = where.get
-        postal_code, country, city, state = (
-            get("postal_code"), get("country"), get("city"), get("state"))
-    else:
-        postal_code = country = city = state = None
     return CarrierScan(
-        obj["event_id"], raw, carrier, obj["status"], obj.get("code"), occurred_at,
-        postal_code, country, city, state, _floor(occurred_at.timestamp()),
-        f"{carrier}:{number}", number,
+        event_id, raw, carrier, status, code, occurred_at, postal_code, country, city, state,
+        _floor(occurred_at.timestamp()), f"{carrier}:{number}", number,
     )
 
 
-# type -> (compiled schema check, builder); the checks come from the schema files at import.
+# type -> (compiled schema check, generated check-and-extract, builder), from the schema
+# files at import
 _DECODERS = {
-    LABEL_PURCHASED: (_schema.validator(LABEL_PURCHASED), _label_purchased),
-    LABEL_VOIDED: (_schema.validator(LABEL_VOIDED), _label_voided),
-    CARRIER_SCAN: (_schema.validator(CARRIER_SCAN), _carrier_scan),
+    kind: (_schema.validator(kind), _schema.compile_fast(_schema.load(kind), fields), build)
+    for kind, fields, build in (
+        (LABEL_PURCHASED, _LABEL_PURCHASED_FIELDS, _label_purchased),
+        (LABEL_VOIDED, _LABEL_VOIDED_FIELDS, _label_voided),
+        (CARRIER_SCAN, _CARRIER_SCAN_FIELDS, _carrier_scan),
+    )
 }
-# type -> (generated valid/invalid check, builder): decode's path for messages that pass
-_FAST = {kind: (check.fast, build) for kind, (check, build) in _DECODERS.items()}  # type: ignore[attr-defined]
+# type -> (check-and-extract, builder): decode's path for messages that pass
+_FAST = {kind: (extract, build) for kind, (_, extract, build) in _DECODERS.items()}
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
@@ -217,12 +213,12 @@ def decode_object(obj: dict[str, Any]) -> Event:
         raise DecodeError(
             "unknown_type", f"type {kind!r} is not one of {', '.join(EVENT_TYPES)}", "/type"
         )
-    check, build = entry
+    check, extract, build = entry
     try:
         check(obj)
     except _schema.Invalid as exc:
         raise DecodeError("schema", exc.message, exc.path) from None
-    return build(obj)
+    return build(extract(obj))
 
 
 def decode(value: bytes | bytearray | memoryview | None, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -238,6 +234,8 @@ def decode(value: bytes | bytearray | memoryview | None, max_bytes: int = DEFAUL
         return decode_object(parse(value, max_bytes))
     kind = obj.get("type")
     entry = _FAST.get(kind) if type(kind) is str else None
-    if entry is not None and entry[0](obj):
-        return entry[1](obj)
+    if entry is not None:
+        values = entry[0](obj)
+        if values is not None:
+            return entry[1](values)
     return decode_object(obj)

@@ -200,7 +200,8 @@ def canonical(number: str, carrier: str | None = None) -> str:
     c = _CARRIERS.get(carrier) if _CARRIERS else _load().get(carrier)
     if c is None or not c.reinterprets:
         return n
-    if len(n) not in c.prefixed_lengths and (c.routed is None or not c.routed(n)):
+    if len(n) not in c.prefixed_lengths and (
+            c.routed is None or not n.startswith(c.route_starts) or not c.routed(n)):
         return n  # no reading can change it: skip the validation
     return _validate(c, n).number
 

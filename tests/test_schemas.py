@@ -283,3 +283,42 @@ def test_required_fields_without_properties_are_still_required() -> None:
     assert not fast({"a": 1})
     assert not fast({"b": 1})
     assert not fast({"a": "1", "b": 1})
+
+
+@pytest.mark.parametrize("pattern", ["^[A-Z]{2}$", "^[0-9a-f]{3}$", "^[ab]{0,2}$", "^[A-Z]$"])
+def test_character_run_shortcut_agrees_with_the_regex(pattern: str) -> None:
+    run = compiled._char_run(pattern)
+    assert run is not None
+    fast = compiled.compile_fast({"type": "string", "pattern": pattern})
+    for text in [*TRICKY_STRINGS, "", "US", "USA", "us", "U", "US\n", "\nUS", "0af", "ab",
+                 "aba", "ÉU", "U S", "abc\n", "A\n"]:
+        assert fast(text) == (re.search(pattern, text) is not None), text
+
+
+@pytest.mark.parametrize("pattern", ["^[a-z][a-z0-9_]*$", "^[^A-Z]{2}$", "(?i)^[A-Z]{2}$",
+                                     "^\\d{2}$", "[A-Z]{2}", "^[A-Z]+$"])
+def test_other_patterns_take_no_character_run_shortcut(pattern: str) -> None:
+    assert compiled._char_run(pattern) is None
+
+
+def test_extract_gives_the_fields_read_while_checking() -> None:
+    schema = compiled.load("carrier.scan")
+    check = compiled.validator("carrier.scan").fast
+    extract = compiled.compile_fast(schema, ("event_id", "code", "occurred_at",
+                                             "location/country", "location/city"))
+    scan = json.loads((EXAMPLES / "carrier.scan.valid.delivered.json").read_text())
+    event_id, code, occurred_at, country, city = extract(scan)
+    assert (event_id, code, country, city) == (scan["event_id"], scan.get("code"),
+                                               scan["location"].get("country"),
+                                               scan["location"].get("city"))
+    assert occurred_at == compiled.parse_timestamp(scan["occurred_at"])
+    del scan["location"]
+    scan.pop("code", None)
+    scan["occurred_at"] = "2024-12-31t23:59:60z"  # only parse_timestamp reads it
+    assert extract(scan)[1:] == (None, compiled.parse_timestamp(scan["occurred_at"]), None,
+                                 None)
+    for broken in ({**scan, "occurred_at": "2025-02-30T00:00:00Z"}, {**scan, "code": 1},
+                   {k: v for k, v in scan.items() if k != "event_id"}, [], None):
+        assert extract(broken) is None and not check(broken)
+    with pytest.raises(ValueError, match="no such properties"):
+        compiled.compile_fast(schema, ("location/zip",))

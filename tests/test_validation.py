@@ -281,3 +281,13 @@ def test_check_digit_is_what_checksums_compute() -> None:
     # the validator and compute_check_digit agree (the simulator relies on it)
     n = impb(22, 14)
     assert compute_check_digit("gs1_mod10", n[:-1]) == n[-1]
+
+
+def test_routing_prefixes_literal_start() -> None:
+    # canonical() asks str.startswith before the routing regex: the start must be exact
+    from streams.carriers import _literal_start
+
+    assert _literal_start("420[0-9]{9}") == "420"
+    assert _literal_start("(?i)420[0-9]{5}") == ""
+    assert _literal_start("[0-9]420") == ""
+    assert _literal_start("42|0") == ""
