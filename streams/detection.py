@@ -28,7 +28,8 @@ import hashlib
 import time
 from binascii import crc_hqx
 from bisect import bisect_left, bisect_right
-from operator import attrgetter
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 from zlib import crc32
 
@@ -82,69 +83,50 @@ def rfc3339(ts: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-class Label:
-    """What the state knows of one label_id. `purchased` is None while only its void is known."""
-
-    __slots__ = ("amount", "channel", "country", "currency", "flags", "label_id", "order_id",
-                 "postal_code", "purchased", "seller_id", "voided")
-
-    def __init__(self, label_id: str, seller_id: str = "", order_id: str = "",
-                 channel: str | None = None, purchased: int | None = None,
-                 voided: int | None = None, postal_code: str = "", country: str = "",
-                 amount: str | None = None, currency: str | None = None, flags: int = 0) -> None:
-        self.label_id = label_id
-        self.seller_id = seller_id
-        self.order_id = order_id
-        self.channel = channel
-        self.purchased = purchased
-        self.voided = voided
-        self.postal_code = postal_code
-        self.country = country
-        self.amount = amount
-        self.currency = currency
-        self.flags = flags
-
-    def row(self) -> list[Any]:
-        return list(_row(self))
-
-    def facts(self) -> tuple[Any, ...]:
-        """The purchase facts, compared to pick one of two reprints deterministically."""
-        return (self.purchased, self.seller_id, self.order_id, self.channel or "",
-                self.postal_code, self.country, self.amount or "", self.currency or "")
-
-    def facts_order(self) -> tuple[int, str]:
-        return (self.purchased, self.label_id)  # type: ignore[return-value]
-
-    def describe(self) -> dict[str, Any]:
-        """The label as an alert's `labels` entry."""
-        return {
-            "label_id": self.label_id, "seller_id": self.seller_id, "order_id": self.order_id,
-            "channel": self.channel,
-            "purchased_at": rfc3339(self.purchased) if self.purchased is not None else None,
-            "cost": None if self.amount is None
-            else {"amount": self.amount, "currency": self.currency},
-        }
-
-    def __repr__(self) -> str:
-        return f"Label({', '.join(repr(v) for v in self.row())})"
+# What the state knows of one label_id: a list in its stored row's layout, indexed by the
+# names below. A list, not an object with attributes: from_bytes takes the rows orjson
+# parsed and to_bytes hands them back as they are (the bytes round trip was ~1/3 of a
+# stored-state event's instructions, measured). `purchased` is None while only the void
+# is known.
+Label = list[Any]  # [label_id, seller_id, order_id, channel, purchased, voided,
+#                    postal_code, country, amount, currency, flags]
+(LABEL_ID, SELLER_ID, ORDER_ID, CHANNEL, PURCHASED, VOIDED, POSTAL_CODE, COUNTRY, AMOUNT,
+ CURRENCY, FLAGS) = range(11)
 
 
-# The stored row of a Label, in one C call (orjson writes the tuple as the same array).
-_ROW_FIELDS = ("label_id", "seller_id", "order_id", "channel", "purchased", "voided",
-               "postal_code", "country", "amount", "currency", "flags")
-_row = attrgetter(*_ROW_FIELDS)
+def new_label(label_id: str, seller_id: str = "", order_id: str = "",
+              channel: str | None = None, purchased: int | None = None,
+              voided: int | None = None, postal_code: str = "", country: str = "",
+              amount: str | None = None, currency: str | None = None, flags: int = 0,
+              ) -> Label:
+    return [label_id, seller_id, order_id, channel, purchased, voided, postal_code, country,
+            amount, currency, flags]
+
+
+def _facts(label: Label) -> tuple[Any, ...]:
+    """The purchase facts, compared to pick one of two reprints deterministically."""
+    return (label[PURCHASED], label[SELLER_ID], label[ORDER_ID], label[CHANNEL] or "",
+            label[POSTAL_CODE], label[COUNTRY], label[AMOUNT] or "", label[CURRENCY] or "")
+
+
+_facts_order = itemgetter(PURCHASED, LABEL_ID)  # held labels: oldest first, ties by label_id
+
+
+def describe(label: Label) -> dict[str, Any]:
+    """The label as an alert's `labels` entry."""
+    purchased = label[PURCHASED]
+    return {
+        "label_id": label[LABEL_ID], "seller_id": label[SELLER_ID],
+        "order_id": label[ORDER_ID], "channel": label[CHANNEL],
+        "purchased_at": rfc3339(purchased) if purchased is not None else None,
+        "cost": None if label[AMOUNT] is None
+        else {"amount": label[AMOUNT], "currency": label[CURRENCY]},
+    }
+
+
 _new = object.__new__
 _dumps = orjson.dumps
 _loads = orjson.loads
-
-
-def _label_of(row: list[Any]) -> Label:
-    """Label(*row) without the call through __init__'s defaults (from_bytes, per label)."""
-    label = _new(Label)
-    (label.label_id, label.seller_id, label.order_id, label.channel, label.purchased,
-     label.voided, label.postal_code, label.country, label.amount, label.currency,
-     label.flags) = row
-    return label
 
 
 # A scan fact: (occurred_at epoch s, status index, postal code or "", country or "").
@@ -157,15 +139,17 @@ class TrackingState:
     __slots__ = ("event_ids", "labels", "max_ts", "scans")
 
     def __init__(self, max_ts: int = 0, labels: dict[str, Label] | None = None,
-                 scans: list[Scan] | None = None, event_ids: list[int] | None = None) -> None:
+                 scans: list[Scan] | None = None, event_ids: Sequence[int] = ()) -> None:
         self.max_ts = max_ts  # newest event time seen for the key: drives expiry
-        self.labels: dict[str, Label] = {} if labels is None else labels
+        self.labels: dict[str, Label] = {} if labels is None else labels  # label rows
         self.scans: list[Scan] = [] if scans is None else scans  # sorted, unique
-        self.event_ids: list[int] = [] if event_ids is None else event_ids  # oldest first
+        # oldest first; a tuple, so that an in-memory state holds one object the cyclic GC
+        # tracks, not five (its scans' tuples are not tracked either)
+        self.event_ids: Sequence[int] = event_ids
 
     def to_bytes(self) -> bytes:
-        return _dumps([_FORMAT, self.max_ts, list(map(_row, self.labels.values())),
-                       self.scans, self.event_ids])
+        return _dumps([_FORMAT, self.max_ts, list(self.labels.values()), self.scans,
+                       self.event_ids])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TrackingState:
@@ -174,9 +158,9 @@ class TrackingState:
             raise ValueError(f"unknown TrackingState format {fmt}")
         state = _new(cls)
         state.max_ts = max_ts
-        state.labels = {row[0]: _label_of(row) for row in rows}
+        state.labels = {row[LABEL_ID]: row for row in rows}
         state.scans = list(map(tuple, scans))  # tuples: they compare with the scan facts
-        state.event_ids = event_ids
+        state.event_ids = event_ids  # a list until apply() adds to it
         return state
 
     def __eq__(self, other: object) -> bool:
@@ -200,10 +184,10 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
         state = TrackingState()
     elif digest in state.event_ids:
         return state, []  # redelivery: changes nothing, raises nothing
-    ids = state.event_ids
-    ids.append(digest)
+    ids = (*state.event_ids, digest)
     if len(ids) > settings.max_event_ids_per_key:
-        del ids[: len(ids) - settings.max_event_ids_per_key]
+        ids = ids[len(ids) - settings.max_event_ids_per_key:]
+    state.event_ids = ids
     if event.event_ts > state.max_ts:
         state.max_ts = event.event_ts
 
@@ -227,9 +211,9 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
     elif kind is LabelVoided:
         label = state.labels.get(event.label_id)
         if label is None:
-            state.labels[event.label_id] = Label(event.label_id, voided=event.event_ts)
-        elif label.voided is None or event.event_ts < label.voided:
-            label.voided = event.event_ts  # the earliest void counts
+            state.labels[event.label_id] = new_label(event.label_id, voided=event.event_ts)
+        elif label[VOIDED] is None or event.event_ts < label[VOIDED]:
+            label[VOIDED] = event.event_ts  # the earliest void counts
             _on_void(state, label, event, alerts)
     else:
         raise TypeError(f"not an event: {event!r}")
@@ -240,30 +224,30 @@ def _add_purchase(state: TrackingState, event: LabelPurchased, alerts: list[dict
                   ) -> bool:
     """Record the purchase; True when the facts the other rules read have changed."""
     cost = event.cost
-    new = Label(event.label_id, event.seller_id, event.order_id, event.channel, event.event_ts,
-                None, event.ship_to_postal_code, event.ship_to_country,
-                cost["amount"] if cost else None, cost["currency"] if cost else None,
-                0 if event.validation.valid else _INVALID_FLAG)
+    new = [event.label_id, event.seller_id, event.order_id, event.channel, event.event_ts,
+           None, event.ship_to_postal_code, event.ship_to_country,
+           cost["amount"] if cost else None, cost["currency"] if cost else None,
+           0 if event.validation.valid else _INVALID_FLAG]  # new_label(), inlined
     old = state.labels.get(event.label_id)
     changed = True
     if old is None:
         state.labels[event.label_id] = label = new
-    elif old.purchased is None:  # only its void was known
-        new.voided = old.voided
-        new.flags |= old.flags
+    elif old[PURCHASED] is None:  # only its void was known
+        new[VOIDED] = old[VOIDED]
+        new[FLAGS] |= old[FLAGS]
         state.labels[event.label_id] = label = new
     else:
         # A reprint: the same label, not a duplicate. Keep one purchase deterministically
         # (the earliest, then the smaller facts) so arrival order does not matter.
         label = old
-        changed = new.facts() < old.facts()
+        changed = _facts(new) < _facts(old)
         if changed:
-            for name in ("seller_id", "order_id", "channel", "purchased", "postal_code",
-                         "country", "amount", "currency"):
-                setattr(old, name, getattr(new, name))
-    if label.flags & _INVALID_FLAG:
-        if not label.flags & _BIT[INVALID_TRACKING]:
-            label.flags |= _BIT[INVALID_TRACKING]
+            for i in (SELLER_ID, ORDER_ID, CHANNEL, PURCHASED, POSTAL_CODE, COUNTRY, AMOUNT,
+                      CURRENCY):
+                old[i] = new[i]
+    if label[FLAGS] & _INVALID_FLAG:
+        if not label[FLAGS] & _BIT[INVALID_TRACKING]:
+            label[FLAGS] |= _BIT[INVALID_TRACKING]
             check = event.validation
             alerts.append(_alert(INVALID_TRACKING, "warning", label, [label], event, {
                 "reason": check.reason, "format": check.format, "carrier": event.carrier,
@@ -285,16 +269,16 @@ def _postal(code: str, prefix: int) -> str:
 def _alert(rule: str, severity: str, label: Label, labels: list[Label], event: Event,
            evidence: dict[str, Any]) -> dict[str, Any]:
     return {
-        "alert_id": alert_id(rule, event.key, label.label_id),
+        "alert_id": alert_id(rule, event.key, label[LABEL_ID]),
         "rule": rule,
         "severity": severity,
-        "label_id": label.label_id,
-        "seller_id": label.seller_id,
-        "order_id": label.order_id,
+        "label_id": label[LABEL_ID],
+        "seller_id": label[SELLER_ID],
+        "order_id": label[ORDER_ID],
         "tracking_number": event.number,
         "carrier": event.carrier,
         "event_time": rfc3339(event.event_ts),
-        "labels": [lb.describe() for lb in labels],
+        "labels": [describe(lb) for lb in labels],
         "evidence": evidence,
         "actions": list(ACTIONS[rule][severity]),
     }
@@ -312,9 +296,9 @@ _VOID = _BIT[VOIDED_LABEL_SCANNED]
 
 def _held(state: TrackingState) -> list[Label]:
     held = [lb for lb in state.labels.values()
-            if lb.purchased is not None and not lb.flags & _INVALID_FLAG]
+            if lb[PURCHASED] is not None and not lb[FLAGS] & _INVALID_FLAG]
     if len(held) > 1:
-        held.sort(key=Label.facts_order)
+        held.sort(key=_facts_order)
     return held
 
 
@@ -331,20 +315,20 @@ def _last_activity(scans: list[Scan], bought: list[int]) -> list[int]:
 def _duplicate(held: list[Label], last: list[int], j: int, event: Event, settings: Settings,
                alerts: list[dict[str, Any]]) -> None:
     label = held[j]
-    t = label.purchased
+    t = label[PURCHASED]
     window = settings.reuse_window_s
     # Earlier labels own no scan at or after t (it would belong to a later label), so their
     # overall last activity is their last activity up to t.
     holders = [i for i in range(j)
-               if (held[i].voided is None or held[i].voided > t) and t - last[i] < window]
+               if (held[i][VOIDED] is None or held[i][VOIDED] > t) and t - last[i] < window]
     if not holders:
         return
-    label.flags |= _DUP
-    other = any(held[i].seller_id != label.seller_id for i in holders)
+    label[FLAGS] |= _DUP
+    other = any(held[i][SELLER_ID] != label[SELLER_ID] for i in holders)
     alerts.append(_alert(
         DUPLICATE_TRACKING, "critical" if other else "warning", label,
         [held[i] for i in holders] + [label], event, {
-            "holders": [{"label_id": held[i].label_id, "seller_id": held[i].seller_id,
+            "holders": [{"label_id": held[i][LABEL_ID], "seller_id": held[i][SELLER_ID],
                          "last_activity": rfc3339(last[i])} for i in holders],
             "other_seller": other,
             "reuse_window_seconds": window,
@@ -354,7 +338,7 @@ def _duplicate(held: list[Label], last: list[int], j: int, event: Event, setting
 def _previously_used(state: TrackingState, held: list[Label], bought: list[int], j: int,
                      event: Event, settings: Settings, alerts: list[dict[str, Any]]) -> None:
     label = held[j]
-    t = label.purchased
+    t = label[PURCHASED]
     scans = state.scans
     window = settings.reuse_window_s
     # accepted-or-later scans with skew < t - occurred_at < window
@@ -363,7 +347,7 @@ def _previously_used(state: TrackingState, held: list[Label], bought: list[int],
     used = [scans[k] for k in range(lo, hi) if scans[k][1] >= _ACCEPTED]
     if not used:
         return
-    label.flags |= _PREV
+    label[FLAGS] |= _PREV
     involved = sorted({o for o in (bisect_right(bought, s[0]) - 1 for s in used) if o >= 0})
     alerts.append(_alert(
         PREVIOUSLY_USED, "critical", label, [held[i] for i in involved] + [label], event, {
@@ -378,16 +362,16 @@ def _destination(label: Label, scan: Scan, event: Event, settings: Settings,
     if scan[1] not in _AT_DOOR or not (scan[2] or scan[3]):
         return
     prefix = settings.postal_prefix
-    if scan[3] and scan[3] != label.country:
+    if scan[3] and scan[3] != label[COUNTRY]:
         compared = "country"
-    elif scan[2] and _postal(scan[2], prefix) != _postal(label.postal_code, prefix):
+    elif scan[2] and _postal(scan[2], prefix) != _postal(label[POSTAL_CODE], prefix):
         compared = "postal_prefix"
     else:
         return
-    label.flags |= _DEST
+    label[FLAGS] |= _DEST
     alerts.append(_alert(DESTINATION_MISMATCH, "warning", label, [label], event, {
         "scan": _scan_dict(scan),
-        "ship_to": {"postal_code": label.postal_code, "country": label.country},
+        "ship_to": {"postal_code": label[POSTAL_CODE], "country": label[COUNTRY]},
         "compared": compared,
         "postal_prefix": prefix,
     }))
@@ -395,11 +379,12 @@ def _destination(label: Label, scan: Scan, event: Event, settings: Settings,
 
 def _voided_scanned(label: Label, scan: Scan, event: Event,
                     alerts: list[dict[str, Any]]) -> None:
-    if label.voided is None or scan[1] < _ACCEPTED or not label.voided < scan[0]:
+    voided = label[VOIDED]
+    if voided is None or scan[1] < _ACCEPTED or not voided < scan[0]:
         return
-    label.flags |= _VOID
+    label[FLAGS] |= _VOID
     alerts.append(_alert(VOIDED_LABEL_SCANNED, "warning", label, [label], event, {
-        "voided_at": rfc3339(label.voided),
+        "voided_at": rfc3339(voided),
         "scan": _scan_dict(scan),
     }))
 
@@ -417,20 +402,20 @@ def evaluate(state: TrackingState, event: Event, settings: Settings,
     held = _held(state)
     if not held:
         return
-    bought = [lb.purchased for lb in held]
+    bought = [lb[PURCHASED] for lb in held]
     last = _last_activity(scans, bought)
     for j, label in enumerate(held):
-        if j and not label.flags & _DUP:
+        if j and not label[FLAGS] & _DUP:
             _duplicate(held, last, j, event, settings, alerts)
-        if scans and not label.flags & _PREV:
+        if scans and not label[FLAGS] & _PREV:
             _previously_used(state, held, bought, j, event, settings, alerts)
     for scan in scans:
         owner = bisect_right(bought, scan[0]) - 1
         if owner >= 0:
             label = held[owner]
-            if not label.flags & _DEST:
+            if not label[FLAGS] & _DEST:
                 _destination(label, scan, event, settings, alerts)
-            if not label.flags & _VOID:
+            if not label[FLAGS] & _VOID:
                 _voided_scanned(label, scan, event, alerts)
 
 
@@ -442,62 +427,63 @@ def _on_scan(state: TrackingState, scan: Scan, event: Event, settings: Settings,
         # Most numbers have one label: the general path below with held == [label], minus
         # the lists and bisects (tests check both paths against full re-evaluation).
         for label in labels.values():
-            p = label.purchased
-            if p is None or label.flags & _INVALID_FLAG:
+            p = label[PURCHASED]
+            flags = label[FLAGS]
+            if p is None or flags & _INVALID_FLAG:
                 return
             ts = scan[0]
-            if (scan[1] >= _ACCEPTED and not label.flags & _PREV
+            if (scan[1] >= _ACCEPTED and not flags & _PREV
                     and ts + settings.clock_skew_s < p < ts + settings.reuse_window_s):
                 _previously_used(state, [label], [p], 0, event, settings, alerts)
             if p <= ts:  # the scan belongs to the label
-                if not label.flags & _DEST and scan[1] in _AT_DOOR:
+                if not label[FLAGS] & _DEST and scan[1] in _AT_DOOR:
                     _destination(label, scan, event, settings, alerts)
-                if label.voided is not None and not label.flags & _VOID:
+                if label[VOIDED] is not None and not label[FLAGS] & _VOID:
                     _voided_scanned(label, scan, event, alerts)
         return
     held = _held(state)
     if not held:
         return
     ts = scan[0]
-    bought = [lb.purchased for lb in held]
+    bought = [lb[PURCHASED] for lb in held]
     if scan[1] >= _ACCEPTED:
         # previously_used for labels purchased skew < p - ts < window after it
         lo = bisect_right(bought, ts + settings.clock_skew_s)
         hi = bisect_left(bought, ts + settings.reuse_window_s)
         for j in range(lo, hi):
-            if not held[j].flags & _PREV:
+            if not held[j][FLAGS] & _PREV:
                 _previously_used(state, held, bought, j, event, settings, alerts)
     owner = bisect_right(bought, ts) - 1
     if owner < 0:
         return
     label = held[owner]
-    if not label.flags & _DEST:
+    if not label[FLAGS] & _DEST:
         _destination(label, scan, event, settings, alerts)
-    if not label.flags & _VOID:
+    if not label[FLAGS] & _VOID:
         _voided_scanned(label, scan, event, alerts)
     if owner + 1 < len(held):
         # the owner's last activity may have grown: it may now hold at later purchases
         last = _last_activity(state.scans, bought)
         for j in range(owner + 1, len(held)):
-            if not held[j].flags & _DUP:
+            if not held[j][FLAGS] & _DUP:
                 _duplicate(held, last, j, event, settings, alerts)
 
 
 def _on_void(state: TrackingState, label: Label, event: Event,
              alerts: list[dict[str, Any]]) -> None:
     """An earlier void can only add voided_label_scanned (it never makes a label hold)."""
-    if label.purchased is None or label.flags & (_INVALID_FLAG | _VOID):
+    if label[PURCHASED] is None or label[FLAGS] & (_INVALID_FLAG | _VOID):
         return
     held = _held(state)
-    bought = [lb.purchased for lb in held]
-    j = held.index(label)
+    bought = [lb[PURCHASED] for lb in held]
+    j = next(i for i, lb in enumerate(held) if lb is label)
     end = bought[j + 1] if j + 1 < len(held) else None
     for scan in state.scans:
-        if scan[0] < label.purchased or (end is not None and scan[0] >= end):
+        if scan[0] < label[PURCHASED] or (end is not None and scan[0] >= end):
             continue
         if bisect_right(bought, scan[0]) - 1 == j:
             _voided_scanned(label, scan, event, alerts)
-            if label.flags & _VOID:
+            if label[FLAGS] & _VOID:
                 return
 
 
@@ -514,7 +500,7 @@ def _expire(state: TrackingState, settings: Settings) -> TrackingState | None:
     # Fast path: a label's last activity is at least its purchase/void time.
     stale = False
     for lb in labels.values():
-        if (lb.purchased or 0) < horizon and (lb.voided or 0) < horizon:
+        if (lb[PURCHASED] or 0) < horizon and (lb[VOIDED] or 0) < horizon:
             stale = True
             break
     if stale:
@@ -532,10 +518,11 @@ def _expire(state: TrackingState, settings: Settings) -> TrackingState | None:
 
 def _label_activity(state: TrackingState) -> dict[str, int]:
     """label_id -> last activity (purchase, void, or latest scan belonging to it)."""
-    activity = {lid: max(lb.purchased or 0, lb.voided or 0) for lid, lb in state.labels.items()}
+    activity = {lid: max(lb[PURCHASED] or 0, lb[VOIDED] or 0)
+                for lid, lb in state.labels.items()}
     held = _held(state)
     if held and state.scans:
-        for label, last in zip(held, _last_activity(state.scans, [lb.purchased for lb in held]),
+        for label, last in zip(held, _last_activity(state.scans, [lb[PURCHASED] for lb in held]),
                                strict=True):
-            activity[label.label_id] = max(activity[label.label_id], last)
+            activity[label[LABEL_ID]] = max(activity[label[LABEL_ID]], last)
     return activity

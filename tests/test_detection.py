@@ -387,6 +387,20 @@ def test_to_bytes_from_bytes_round_trip() -> None:
         TrackingState.from_bytes(orjson.dumps([99, 0, [], [], []]))
 
 
+def test_stored_format_1_reads_back_byte_for_byte() -> None:
+    # state written before the label rows became lists in memory: same layout, same bytes
+    data = (b'[1,1740909401,[["L1","s1","o1","buy_shipping",1740787961,null,"10001","US",'
+            b'"7.45","USD",0],["L2","","",null,null,1740800000,"","",null,null,0]],'
+            b'[[1740795161,1,"10001","US"],[1740860361,4,"","US"]],[251891725589660,7]]')
+    state = TrackingState.from_bytes(data)
+    assert state.to_bytes() == data
+    assert state.max_ts == 1740909401 and list(state.labels) == ["L1", "L2"]
+    assert state.scans == [(1740795161, 1, "10001", "US"), (1740860361, 4, "", "US")]
+    again, alerts = apply(state, scan(DAY, "delivered", "99999", "US"), S)
+    # a delivered scan two months before L1's purchase: the loaded facts take part in the rules
+    assert again is not None and [a["rule"] for a in alerts] == ["previously_used"]
+
+
 def test_round_trip_per_event_gives_the_same_alerts() -> None:
     events = [scan(-20 * DAY), purchased("L1", 0 * DAY), voided("L1", DAY), purchased("L2", 2 * DAY,
               "s2"), scan(3 * DAY, "delivered", "90210"), purchased("L3", 4 * DAY, number=BAD)]
