@@ -364,7 +364,8 @@ def _destination(label: Label, scan: Scan, event: Event, settings: Settings,
     prefix = settings.postal_prefix
     if scan[3] and scan[3] != label[COUNTRY]:
         compared = "country"
-    elif scan[2] and _postal(scan[2], prefix) != _postal(label[POSTAL_CODE], prefix):
+    elif (scan[2] and scan[2] != label[POSTAL_CODE]  # equal codes: equal prefixes, at once
+          and _postal(scan[2], prefix) != _postal(label[POSTAL_CODE], prefix)):
         compared = "postal_prefix"
     else:
         return
