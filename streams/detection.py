@@ -143,8 +143,8 @@ class TrackingState:
         self.max_ts = max_ts  # newest event time seen for the key: drives expiry
         self.labels: dict[str, Label] = {} if labels is None else labels  # label rows
         self.scans: list[Scan] = [] if scans is None else scans  # sorted, unique
-        # oldest first; a tuple, so that an in-memory state holds one object the cyclic GC
-        # tracks, not five (its scans' tuples are not tracked either)
+        # oldest first; apply() replaces it with a tuple, which the cyclic GC stops tracking
+        # (a list it would traverse on every collection)
         self.event_ids: Sequence[int] = event_ids
 
     def to_bytes(self) -> bytes:
