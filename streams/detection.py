@@ -28,7 +28,6 @@ import hashlib
 import time
 from binascii import crc_hqx
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 from zlib import crc32
@@ -139,13 +138,11 @@ class TrackingState:
     __slots__ = ("event_ids", "labels", "max_ts", "scans")
 
     def __init__(self, max_ts: int = 0, labels: dict[str, Label] | None = None,
-                 scans: list[Scan] | None = None, event_ids: Sequence[int] = ()) -> None:
+                 scans: list[Scan] | None = None, event_ids: list[int] | None = None) -> None:
         self.max_ts = max_ts  # newest event time seen for the key: drives expiry
         self.labels: dict[str, Label] = {} if labels is None else labels  # label rows
         self.scans: list[Scan] = [] if scans is None else scans  # sorted, unique
-        # oldest first; apply() replaces it with a tuple, which the cyclic GC stops tracking
-        # (a list it would traverse on every collection)
-        self.event_ids: Sequence[int] = event_ids
+        self.event_ids: list[int] = [] if event_ids is None else event_ids  # oldest first
 
     def to_bytes(self) -> bytes:
         return _dumps([_FORMAT, self.max_ts, list(self.labels.values()), self.scans,
@@ -160,7 +157,7 @@ class TrackingState:
         state.max_ts = max_ts
         state.labels = {row[LABEL_ID]: row for row in rows}
         state.scans = list(map(tuple, scans))  # tuples: they compare with the scan facts
-        state.event_ids = event_ids  # a list until apply() adds to it
+        state.event_ids = event_ids
         return state
 
     def __eq__(self, other: object) -> bool:
@@ -184,10 +181,10 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
         state = TrackingState()
     elif digest in state.event_ids:
         return state, []  # redelivery: changes nothing, raises nothing
-    ids = (*state.event_ids, digest)
+    ids = state.event_ids
+    ids.append(digest)
     if len(ids) > settings.max_event_ids_per_key:
-        ids = ids[len(ids) - settings.max_event_ids_per_key:]
-    state.event_ids = ids
+        del ids[: len(ids) - settings.max_event_ids_per_key]
     if event.event_ts > state.max_ts:
         state.max_ts = event.event_ts
 
