@@ -23,15 +23,20 @@ shares the machine: on 2 cores the broker, the worker and this process compete, 
 are conservative. Client settings are the worker's defaults (streams/stream_config.py); the
 tuning notes at the end of this docstring record what was measured.
 
-Measured on the 2-core VM with nothing else running (2026-11-26, Kafka 4.1.1 local broker,
-faust-streaming 0.15.3, aiokafka 0.14, uvloop):
-  (a) 51,000-65,000 events/s core (bytes state), 39,000 with the adapter's wire format;
-  (b) 1,700 events/s end to end, one worker; (c) at 1,000/s p50 77 ms, p99 222 ms; at 2,000/s
-  one worker falls behind (latency grows without bound); (d) 0.22 GB per million numbers.
-  The ceiling is Faust's per-message path, not the core: on the same machine a Faust agent
-  that only counts messages reads 2,000-4,000 msgs/s (6,500-7,000 per CPU second), where a
-  plain aiokafka consumer reads 213,000/s; the worker has two such stages per event (ingest,
-  detect). Scale out with more partitions and workers in the same group.
+Measured on the 2-core VM, nothing else running, broker on the same machine (2026-11-26,
+second session; Kafka 4.1.1, faust-streaming 0.15.3, aiokafka 0.14, uvloop):
+  (a) 55,600 events/s core with bytes state (benchmarks/core.py: 60,000-72,000), 32,300
+  through the adapter's steps and wire format; (b) 1,667 events/s end to end, one worker
+  (worker CPU ~600 us/event); (c) at 1,000/s p50 92 ms, p99 216 ms; at 2,000/s one worker
+  falls behind (p50 5.6 s, p99 14 s, growing); (d) 0.22 GB per million numbers.
+  The ceiling is Faust's and aiokafka's per-message path, not the core: py-spy (--gil) of
+  the worker puts ~44% of its CPU in producing (two records per event: the internal topic
+  and the changelog, the latter through Faust's ProducerBuffer), ~30% in consuming (the drain
+  loop and streams of two stages), ~12% in this project's decode, wire format and rules
+  (ingest_record, detect_record) and ~4% in table reads.
+  On the same machine a Faust agent that only counts messages reads 2,000-4,000 msgs/s
+  (6,000-7,900 per CPU second), where a plain aiokafka consumer reads 213,000/s. Scale out
+  with more partitions and workers in the same group.
 
 Tuning notes (worker CPU per 14k events, same VM, noisy +-25%): Faust's start-up spinner left
 the root logger at DEBUG, a LogRecord per aiokafka debug call (removed: 952 -> 1,292 events/s
@@ -43,6 +48,18 @@ Faust ProducerBuffer limit, broker_commit_every=1000: no measurable gain; commit
 5 s vs 1 s: mixed, 30 s: 3x slower (the producer buffer and acks drain at commits); so the
 defaults are linger 5 ms, batches up to 256 KiB, acks=all, commit every 1 s, 2000 records
 per poll, stream buffer 8192.
+
+Second session: Faust's consumer fetch wait is hard-coded at 1,500 ms; a Faust agent that
+passes messages through went from 2,000 to 6,250 msgs/s at 10 ms, so the worker's transport
+bounds it at 50 ms (streams/faust_transport.py; the loaded worker, CPU-bound, is unchanged).
+cProfile of the count-only agent: `Service.wait_first`, which Faust's drain loop calls per
+message, builds four tasks and an `asyncio.wait` each time, ~2/3 of that agent's CPU.
+Running the callback eagerly (a task only if it has to wait) took the count-only agent from
+6,100 to 17,800 msgs per CPU second and the worker from ~630 to ~460 us/event, but a worker
+killed early and restarted could then leave an input partition's commit stalled for good
+(tests/test_recovery.py with an early kill: 3 runs in 6; stock Faust 0 in 10); a seek guard
+in getmany did not cure it, so it is not adopted. `cython_optimizations=True` (faust's
+opt-in Cython fast paths): no measurable change. sys.setswitchinterval 0.5 ms or 20 ms: none.
 """
 
 from __future__ import annotations
