@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -237,3 +238,44 @@ async def test_sigkill_and_restart(
     assert {identity(a) for a in alerts.values()} == {identity(a) for a in reference.values()}
     print(f"{state}: killed with {left} of {total} records not yet through both stages; "
           f"{emitted - len(alerts)} repeats")
+
+
+def _last_assignment(log: Path, topic: str) -> str | None:
+    """The partitions of `topic` in the last assignment a worker logged (Faust's table)."""
+    found = None
+    for line in log.read_text(errors="replace").splitlines():
+        if "newly assigned partitions" in line:
+            found = None  # a new assignment: what follows replaces the last one
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) >= 3 and cells[1] == topic:
+            found = cells[2]
+    return found
+
+
+async def test_two_workers_in_one_group_share_the_partitions(
+    kafka_bootstrap: str, shared_input: Input, reference: dict[str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """Scaling out: a second worker with the same app id takes a share of the partitions
+    (of the inputs and of the internal topic, so of the table), and the two together raise
+    exactly the alerts one worker raises."""
+    first = pipeline_for(kafka_bootstrap, shared_input, tmp_path / "a", "rec-pair")
+    second = replace(first, state_dir=tmp_path / "b" / "state", log=tmp_path / "b.log",
+                     worker=None)
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    first.start()
+    second.start()
+    try:
+        await wait_idle(first, timeout=180)
+        for p in (first, second):
+            for topic in (first.topics["labels"], first.internal_topic):
+                share = _last_assignment(p.log, topic)
+                assert share and share != "{0-2}", f"{topic} not shared: {share}; log {p.log}"
+    finally:
+        rcs = [p.worker.stop() for p in (first, second) if p.worker is not None]
+    assert rcs == [0, 0], f"logs: {first.log} {second.log}"
+    alerts, _, dead = await outcome(first)
+    assert dead == shared_input.malformed
+    assert set(alerts) == set(reference)
+    assert {identity(a) for a in alerts.values()} == {identity(a) for a in reference.values()}
