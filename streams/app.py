@@ -202,10 +202,16 @@ def build_app(config: StreamConfig) -> faust.App:
     settings = config.settings
     max_bytes = settings.max_message_bytes
 
+    from streams import faust_transport
+
     class TrackingApp(faust.App):
         async def on_first_start(self) -> None:
             await declare_topics(config)
             await super().on_first_start()
+
+        def _new_transport(self) -> faust_transport.Transport:
+            # kafka:// with the stale-batch-after-seek fix (see faust_transport)
+            return faust_transport.Transport(self.conf.broker_consumer, self)
 
     app = TrackingApp(
         config.app_id,
