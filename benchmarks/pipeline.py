@@ -49,17 +49,17 @@ Faust ProducerBuffer limit, broker_commit_every=1000: no measurable gain; commit
 defaults are linger 5 ms, batches up to 256 KiB, acks=all, commit every 1 s, 2000 records
 per poll, stream buffer 8192.
 
-Second session: Faust's consumer fetch wait is hard-coded at 1,500 ms; a Faust agent that
-passes messages through went from 2,000 to 6,250 msgs/s at 10 ms, so the worker's transport
-bounds it at 50 ms (streams/faust_transport.py; the loaded worker, CPU-bound, is unchanged).
-cProfile of the count-only agent: `Service.wait_first`, which Faust's drain loop calls per
-message, builds four tasks and an `asyncio.wait` each time, ~2/3 of that agent's CPU.
-Running the callback eagerly (a task only if it has to wait) took the count-only agent from
-6,100 to 17,800 msgs per CPU second and the worker from ~630 to ~460 us/event, but a worker
-killed early and restarted could then leave an input partition's commit stalled for good
-(tests/test_recovery.py with an early kill: 3 runs in 6; stock Faust 0 in 10); a seek guard
-in getmany did not cure it, so it is not adopted. `cython_optimizations=True` (faust's
-opt-in Cython fast paths): no measurable change. sys.setswitchinterval 0.5 ms or 20 ms: none.
+Second session, tried and not adopted. Faust's drain loop calls `Service.wait_first` per
+message, which builds four tasks and an `asyncio.wait` each time (cProfile: ~2/3 of a
+count-only agent's CPU). Running the callback eagerly (a task only when it has to wait) took
+the count-only agent from 6,100 to 17,800 msgs per CPU second and the worker from ~630 to
+~460 us/event, but a worker killed early and restarted could then leave an input partition's
+commit stalled for good (tests/test_recovery.py with an early kill: 3 runs in 6; stock Faust
+0 in 10), also with streams/faust_transport.py's seek guard, so it is not adopted. Bounding
+Faust's hard-coded 1,500 ms consumer fetch wait at 50 ms: a pass-through agent went from 2,000
+to 6,250 msgs/s, the CPU-bound worker did not change; not adopted.
+`cython_optimizations=True` (faust's opt-in Cython paths) and sys.setswitchinterval 0.5 ms
+or 20 ms: no measurable change.
 """
 
 from __future__ import annotations
