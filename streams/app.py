@@ -210,7 +210,7 @@ def build_app(config: StreamConfig) -> faust.App:
             await super().on_first_start()
 
         def _new_transport(self) -> faust_transport.Transport:
-            # kafka:// with the stale-batch-after-seek fix (see faust_transport)
+            # kafka:// with a bounded fetch wait and the stale-batch-after-seek fix
             return faust_transport.Transport(self.conf.broker_consumer, self)
 
     app = TrackingApp(

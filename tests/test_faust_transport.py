@@ -91,3 +91,10 @@ async def test_a_seek_after_the_last_record_of_a_batch_still_restores(
     assert consumer._read_offset[tp] == 20  # the batch ended before the guard looked
     assert [m async for _, m in consumer.getmany(timeout=1.0)] == ["m20"]
     assert consumer._read_offset[tp] == 3  # put back as the next fetch starts
+
+
+async def test_the_worker_consumer_fetch_wait_is_bounded(consumer: Any) -> None:
+    thread = consumer._new_consumer_thread()
+    assert isinstance(thread, faust_transport.ConsumerThread)
+    worker_consumer = thread._create_worker_consumer(consumer.transport)
+    assert worker_consumer._fetch_max_wait_ms == faust_transport.FETCH_MAX_WAIT_MS < 1500
