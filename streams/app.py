@@ -210,7 +210,7 @@ def build_app(config: StreamConfig) -> faust.App:
             await super().on_first_start()
 
         def _new_transport(self) -> faust_transport.Transport:
-            # kafka:// with a bounded fetch wait and the stale-batch-after-seek fix
+            # kafka:// with a bounded consumer fetch wait (see faust_transport)
             return faust_transport.Transport(self.conf.broker_consumer, self)
 
     app = TrackingApp(
