@@ -55,7 +55,10 @@ count-only agent's CPU). Running the callback eagerly (a task only when it has t
 the count-only agent from 6,100 to 17,800 msgs per CPU second and the worker from ~630 to
 ~460 us/event, but a worker killed early and restarted could then leave an input partition's
 commit stalled for good (tests/test_recovery.py with an early kill: 3 runs in 6; stock Faust
-0 in 10), also with streams/faust_transport.py's seek guard, so it is not adopted.
+0 in 10), also with a guard against a seek landing mid-batch, so it is not adopted. That
+guard alone (a getmany that dropped the rest of a batch once Faust's end-of-recovery seek
+had completed) lost alerts after a restart: records aiokafka had already handed over were
+dropped and never fetched again. Not adopted either.
 Adopted: bounding Faust's hard-coded 1,500 ms consumer fetch wait at 50 ms
 (streams/faust_transport.py): a pass-through agent 2,000 -> 6,250 msgs/s; the worker's CPU
 per event is unchanged but it stops idling behind held fetches: end to end 1,036 -> 1,667
