@@ -1,126 +1,94 @@
-"""The Faust adapter: wires Kafka topics and one RocksDB table to the pure core. No rules here.
+"""The stream runtime: plain aiokafka ingest, a Faust stateful stage. No rules here.
 
     labels, scans ──ingest──> <app_id>-tracking-events ──detect──> tracking.alerts
-         │          (decode, validate,   keyed by carrier:number    (table: TrackingState
-         └────────> tracking.deadletter   same partitions as the     per tracking key)
-                                          table changelog)
+                 (aiokafka group   frames: the events of one     (Faust agent; RocksDB
+                  <app_id>-ingest;  internal partition per        table per tracking key,
+                  decode, validate, record, partitioned by the    its changelog, recovery,
+                  re-key, batch)    tracking key)                 the partition assignment)
+                        └────────> tracking.deadletter
 
-`ingest` reads raw bytes, decodes them with `streams.events.decode` (which also validates and
-normalises the number) and either forwards the event, keyed by its tracking key, to the
-internal topic, or dead-letters the input record with the decode error. Re-keying through a
-topic puts every event of a tracking number on one partition, so `detect` (concurrency 1) sees
-them in order and the table partition it reads is the one it owns. `detect` applies
-`streams.detection.apply` to the stored state and publishes the alerts, stamped with
-`detected_at` and keyed by the canonical number.
+Ingest (`streams.ingest`) is a plain aiokafka consumer group: batched reads, batched
+produce, input offsets committed after the frames are acknowledged.
 
-Delivery is at-least-once (Faust's exactly-once is not relied on): offsets are committed only
-after the producer flushed, a redelivered event changes nothing (the state remembers recent
-event ids) and a re-emitted alert carries the same deterministic `alert_id`. Alerts are
-acknowledged by the broker BEFORE the state that records their event is written, so a crash in
-between can only repeat an alert, never lose it.
+The stateful stage is one Faust agent (concurrency 1) on the internal topic. Faust owns what
+it is best at: the table (`rocksdb://`), its changelog topic and recovery, the assignment of
+the internal topic's partitions, the worker's lifecycle and its web server. One frame is one
+step (`detect_frame`): read the states it needs, apply the core to each event, publish the
+alerts, then write the new states. The stage writes the table's store and its changelog
+itself, batched, instead of through `table[key] = value` (one Faust changelog send per key):
+the changelog records are exactly what Faust's recovery reads back (raw key, raw value, the
+table partition), and the stage records the persisted changelog offset as Faust does.
 
-`build_app(config)` builds an independent app (tests and benchmarks build several). For
-`faust -A streams.app:app worker`, the module attribute `app` is built lazily from the
-environment (`StreamConfig.from_env`).
+Delivery is at least once (Faust's exactly-once is not relied on). Per frame:
+1. the alerts are produced and acknowledged;
+2. then the changed states go to the changelog and are acknowledged;
+3. then the states are written to RocksDB with the changelog offset;
+4. then Faust may commit the frame's offset (the agent returns to its loop).
+A crash before 1 completes repeats the frame (same alert ids); after 1, the repeated frame
+finds its event ids in the state only once 2 is done, so an alert is never lost; a state is
+never in RocksDB before it is in the changelog, so recovery always rebuilds it.
+
+`build_app(config)` builds an independent app (tests and benchmarks build several).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from datetime import datetime
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from streams import detection, events
-from streams.outputs import dead_letter, dumps, stamp_alert
+from streams import detection, internal_topic
+from streams.ingest import Ingest
+from streams.outputs import dumps, stamp_alert
 from streams.stream_config import StreamConfig
-from streams.validation import Validation
 
 if TYPE_CHECKING:
     import faust
 
 log = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------- internal wire format
-# The internal topic carries the decoded event, not the input bytes: the stateful side then
-# neither re-parses nor re-validates. Format: the event dataclass as a compact orjson object
-# (orjson serialises slots dataclasses and datetimes natively, RFC 3339) plus "t", the event
-# type. Only this module writes and reads it; a format change needs a new internal topic.
 
-_WIRE_TYPES: dict[str, type] = {
-    events.LABEL_PURCHASED: events.LabelPurchased,
-    events.LABEL_VOIDED: events.LabelVoided,
-    events.CARRIER_SCAN: events.CarrierScan,
-}
-_WIRE_TAGS: dict[type, str] = {cls: tag for tag, cls in _WIRE_TYPES.items()}
-_DATETIME_FIELDS = ("purchased_at", "ship_by", "voided_at", "occurred_at")
+# ---------------------------------------------------------------- one frame, Kafka-free
 
 
-def encode_event(event: events.Event) -> bytes:
-    body = orjson.dumps(event)
-    # splice the type tag in front of the object's fields: cheaper than a dict copy
-    return b'{"t":"' + _WIRE_TAGS[type(event)].encode() + b'",' + body[1:]
+class FrameResult:
+    """What one frame did: the alerts to publish (with the input record timestamp each came
+    from) and the states to store (key -> new bytes, None to delete)."""
+
+    __slots__ = ("alerts", "events", "states")
+
+    def __init__(self) -> None:
+        self.alerts: list[tuple[int, dict[str, Any]]] = []
+        self.states: dict[bytes, bytes | None] = {}
+        self.events = 0
 
 
-def decode_event(data: bytes) -> events.Event:
-    obj = orjson.loads(data)
-    cls = _WIRE_TYPES[obj.pop("t")]
-    for name in _DATETIME_FIELDS:
-        value = obj.get(name)
-        if value is not None:
-            obj[name] = datetime.fromisoformat(value)
-    validation = obj.get("validation")
-    if validation is not None:
-        obj["validation"] = Validation(**validation)
-    return cls(**obj)
-
-
-# ---------------------------------------------------------------- the two steps, Kafka-free
-
-
-class Forward:
-    """An input record that decoded into an event: goes to the internal topic."""
-
-    __slots__ = ("key", "value")
-
-    def __init__(self, key: bytes, value: bytes) -> None:
-        self.key = key
-        self.value = value
-
-
-def ingest_record(
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    max_bytes: int,
-) -> Forward | dict[str, Any]:
-    """Decode one input record: a `Forward` to the internal topic, or a dead-letter record."""
-    try:
-        event = events.decode(value, max_bytes)
-    except events.DecodeError as exc:
-        return dead_letter(
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            value=value,
-            error=exc,
-        )
-    return Forward(event.key.encode(), encode_event(event))
-
-
-def detect_record(
-    stored: bytes | None, value: bytes, settings: Any
-) -> tuple[bytes | None, list[dict[str, Any]]]:
-    """Apply one internal-topic event to the stored state of its key: (the state to store,
-    None when nothing is left to keep; the new alerts, without `detected_at`)."""
-    state = detection.TrackingState.from_bytes(stored) if stored is not None else None
-    new_state, alerts = detection.apply(state, decode_event(value), settings)
-    return (None if new_state is None else new_state.to_bytes()), alerts
+def detect_frame(entries: list[internal_topic.Entry], get: Callable[[bytes], bytes | None],
+                 settings: Any) -> FrameResult:
+    """Apply a frame's events to the stored states (`get(key)`) with the pure core."""
+    result = FrameResult()
+    working: dict[bytes, list[Any]] = {}  # key -> [state, stored bytes]
+    apply = detection.apply
+    from_bytes = detection.TrackingState.from_bytes
+    for ts, event in entries:
+        key = event.key.encode()
+        slot = working.get(key)
+        if slot is None:
+            stored = get(key)
+            slot = working[key] = [from_bytes(stored) if stored is not None else None, stored]
+        state, alerts = apply(slot[0], event, settings)
+        slot[0] = state
+        for alert in alerts:
+            result.alerts.append((ts, alert))
+    result.events = len(entries)
+    for key, (state, stored) in working.items():
+        new = None if state is None else state.to_bytes()
+        if new != stored:  # a redelivery changes nothing: no changelog write
+            result.states[key] = new
+    return result
 
 
 # ---------------------------------------------------------------- topics
@@ -143,7 +111,7 @@ def topic_specs(config: StreamConfig) -> dict[str, dict[str, str]]:
         specs[config.scans_topic] = {}
         specs[config.alerts_topic] = {}
         specs[config.deadletter_topic] = {"max.message.bytes": big}
-    specs[config.tracking_events_topic] = {}
+    specs[config.tracking_events_topic] = {"max.message.bytes": str(8 << 20)}
     specs[config.changelog_topic] = {"cleanup.policy": "compact"}
     return specs
 
@@ -192,26 +160,176 @@ async def declare_topics(config: StreamConfig) -> list[str]:
         await admin.close()
 
 
+def new_producer(config: StreamConfig) -> Any:
+    """The worker's producer (ingest and stage share it): acks from all in-sync replicas,
+    idempotent, large batches; a record may be as large as a dead letter."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(
+        bootstrap_servers=config.bootstrap,
+        client_id=f"{config.app_id}-producer",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=int(config.producer_linger * 1000),
+        max_batch_size=config.producer_max_batch_size,
+        max_request_size=max(_large_enough(config.settings.max_message_bytes), 8 << 20),
+        # a broker outage shorter than this delays sends instead of failing them
+        request_timeout_ms=int(config.produce_timeout * 1000),
+    )
+
+
+# ---------------------------------------------------------------- the stage's store
+
+
+class _Partition:
+    """One table partition's store: RocksDB (rocksdict) or, in unit tests, memory."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        store = table.data
+        self.partition = partition
+        self.rocks = store._db_for_partition(partition) if hasattr(
+            store, "_db_for_partition") else None
+        self.store = store
+        self.get: Callable[[bytes], bytes | None] = (
+            self.rocks.get if self.rocks is not None else store.data.get)
+
+    def write(self, states: dict[bytes, bytes | None], tp: Any, offset: int | None) -> None:
+        if self.rocks is not None:
+            import rocksdict
+
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for key, value in states.items():
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            self.rocks.write(batch)
+            if offset is not None:
+                self.store.set_persisted_offset(tp, offset)
+        else:
+            data = self.store.data
+            for key, value in states.items():
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+
+
+class Stage:
+    """The stateful stage's step, with its producer. Counters feed logs and metrics."""
+
+    def __init__(self, app: Any, config: StreamConfig, table: Any) -> None:
+        self.app = app
+        self.config = config
+        self.table = table
+        self.producer: Any = None
+        self.frames = 0
+        self.events = 0
+        self.alerts = 0
+
+    async def process(self, partition: int, value: bytes) -> None:
+        c = self.config
+        entries = internal_topic.decode_frame(value)
+        store = _Partition(self.table, partition)
+        result = detect_frame(entries, store.get, c.settings)
+        producer = self.producer
+        if result.alerts:
+            pending = []
+            for _, alert in result.alerts:
+                stamped = stamp_alert(alert)
+                pending.append(await producer.send(
+                    c.alerts_topic, dumps(stamped), key=stamped["tracking_number"].encode()))
+            # acknowledged before the state that marks their events as seen is written
+            await asyncio.gather(*pending)
+            self.alerts += len(result.alerts)
+        offset = None
+        tp = None
+        if result.states:
+            from faust.types import TP
+
+            tp = TP(c.changelog_topic, partition)
+            offset = await self._changelog(partition, result.states)
+        store.write(result.states, tp, offset)
+        self.frames += 1
+        self.events += result.events
+
+    async def _changelog(self, partition: int, states: dict[bytes, bytes | None]) -> int:
+        """Send the states to the table's changelog, batched; the last offset once acked."""
+        producer = self.producer
+        topic = self.config.changelog_topic
+        now = int(time.time() * 1000)
+        futures = []
+        counts = []
+        batch = producer.create_batch()
+        n = 0
+        for key, value in states.items():
+            if batch.append(key=key, value=value, timestamp=now) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                counts.append(n)
+                batch = producer.create_batch()
+                n = 0
+                if batch.append(key=key, value=value, timestamp=now) is None:
+                    raise ValueError(f"a state of {len(value or b'')} bytes does not fit a "
+                                     "producer batch")
+            n += 1
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        counts.append(n)
+        done = await asyncio.gather(*futures)
+        return done[-1].offset + counts[-1] - 1
+
+
 # ---------------------------------------------------------------- Faust wiring
 
 
 def build_app(config: StreamConfig) -> faust.App:
-    """A new Faust app for `config`: its own id, topics, table and agents."""
+    """A new Faust app for `config`: its own id, topics, table, stage and ingest."""
     import faust
 
-    settings = config.settings
-    max_bytes = settings.max_message_bytes
-
     from streams import faust_transport
+
+    runtime: dict[str, Any] = {"ingest": None, "ingest_task": None, "fatal": None,
+                               "crash": None}
 
     class TrackingApp(faust.App):
         async def on_first_start(self) -> None:
             await declare_topics(config)
             await super().on_first_start()
 
+        async def on_start(self) -> None:
+            await super().on_start()
+            if stage.producer is None and config.store != "memory://":
+                stage.producer = new_producer(config)
+                await stage.producer.start()
+
+        async def on_started(self) -> None:
+            await super().on_started()
+            if config.ingest and runtime["ingest"] is None and stage.producer is not None:
+                ingest = runtime["ingest"] = Ingest(config, stage.producer, fatal)
+                runtime["ingest_task"] = asyncio.ensure_future(ingest.run())
+
+        async def on_stop(self) -> None:
+            ingest, task = runtime["ingest"], runtime["ingest_task"]
+            if ingest is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ingest.stop(), timeout=10)
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            await super().on_stop()
+            if stage.producer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(stage.producer.stop(), timeout=10)
+
         def _new_transport(self) -> faust_transport.Transport:
             # kafka:// with a bounded consumer fetch wait (see faust_transport)
             return faust_transport.Transport(self.conf.broker_consumer, self)
+
+    def fatal(exc: BaseException) -> None:
+        """An error that must stop the worker: nothing after it is committed."""
+        if runtime["fatal"] is None:
+            runtime["fatal"] = exc
+            log.error("worker stopping on a fatal error: %s: %s", type(exc).__name__, exc)
+            runtime["crash"] = asyncio.ensure_future(app.crash(exc))
 
     app = TrackingApp(
         config.app_id,
@@ -228,13 +346,10 @@ def build_app(config: StreamConfig) -> faust.App:
         broker_commit_interval=config.commit_interval,
         broker_session_timeout=config.session_timeout,
         broker_heartbeat_interval=min(3.0, config.session_timeout / 4),
-        broker_max_poll_records=config.max_poll_records,
-        producer_linger=config.producer_linger,
-        producer_max_batch_size=config.producer_max_batch_size,
-        producer_acks=config.producer_acks,
-        producer_max_request_size=_large_enough(max_bytes),
-        consumer_max_fetch_size=max(4 << 20, 2 * max_bytes),
-        stream_buffer_maxsize=config.stream_buffer_maxsize,
+        broker_max_poll_records=64,  # frames: each holds up to frame_max_events events
+        consumer_max_fetch_size=16 << 20,
+        producer_partitioner=internal_topic.faust_partitioner,
+        producer_max_request_size=8 << 20,
         web_enabled=config.web_port > 0,
         web_port=config.web_port or 6066,
         web_tables_enabled=False,
@@ -242,94 +357,40 @@ def build_app(config: StreamConfig) -> faust.App:
         table_standby_replicas=0,
     )
 
-    def topic(*names: str) -> faust.TopicT:
-        return app.topic(
-            *names,
-            key_type=bytes,
-            value_type=bytes,
-            partitions=config.partitions,
-            replicas=config.replication,
-        )
-
-    # one subscription to both input topics: `type` in each message decides what it is
-    inputs = topic(config.labels_topic, config.scans_topic)
-    tracking_events = topic(config.tracking_events_topic)
-    alerts_topic = topic(config.alerts_topic)
-    deadletter_topic = topic(config.deadletter_topic)
-    events_name = config.tracking_events_topic
-    alerts_name = config.alerts_topic
-    deadletter_name = config.deadletter_topic
-
-    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-        """Produce through the app's producer, skipping Faust's channel layer (future
-        messages, serializers, per-send sensors): ~30% less worker CPU per event,
-        measured. Same producer, so the flush before each offset commit still covers it.
-        Returns the delivery future."""
-        return await app.producer.send(topic, key, value, None, None, None)
-
+    tracking_events = app.topic(
+        config.tracking_events_topic,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=config.partitions,
+        replicas=config.replication,
+    )
     table = app.Table(
         config.table_name,
         key_type=bytes,
         value_type=bytes,
         partitions=config.partitions,
     )
-
-    @app.agent(inputs, name="ingest", concurrency=1)
-    async def ingest(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            out = ingest_record(
-                msg.topic, msg.partition, msg.offset, msg.key, msg.value, max_bytes
-            )
-            if isinstance(out, Forward):
-                await send(events_name, out.key, out.value)
-            else:
-                log.info(
-                    "dead letter %s/%d@%d: %s", msg.topic, msg.partition, msg.offset,
-                    out["error"]["code"],
-                )
-                await send(deadletter_name, msg.key, dumps(out))
+    stage = Stage(app, config, table)
 
     @app.agent(tracking_events, name="detect", concurrency=1)
     async def detect(stream: faust.StreamT) -> None:
         async for event in stream.events():
             msg = event.message
-            key = msg.key
-            stored = table.get(key)
-            new_state, alerts = detect_record(stored, msg.value, settings)
-            if alerts:
-                pending = []
-                for alert in alerts:
-                    stamped = stamp_alert(alert)
-                    pending.append(
-                        await send(alerts_name, stamped["tracking_number"].encode(),
-                                   dumps(stamped))
-                    )
-                # acked before the state that marks this event as seen is written
-                await asyncio.gather(*pending)
-            if new_state is None:
-                if stored is not None:
-                    del table[key]  # a tombstone in the changelog
-            elif new_state != stored:  # a redelivery changes nothing: no changelog write
-                table[key] = new_state
+            try:
+                await stage.process(msg.partition, msg.value)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                # never let Faust's supervisor restart the agent past this frame
+                fatal(exc)
+                raise
 
-    app.tracking = {  # type: ignore[attr-defined]  # handles for tests and benchmarks
+    app.tracking = {  # type: ignore[attr-defined]  # handles for tests, commands, benchmarks
         "config": config,
-        "inputs": inputs,
         "tracking_events": tracking_events,
-        "alerts": alerts_topic,
-        "deadletter": deadletter_topic,
         "table": table,
-        "ingest": ingest,
         "detect": detect,
+        "stage": stage,
+        "runtime": runtime,
     }
     return app
-
-
-def __getattr__(name: str) -> Any:
-    """`streams.app:app` for Faust's own command line, configured from the environment."""
-    if name == "app":
-        global app
-        app = build_app(StreamConfig.from_env())
-        return app
-    raise AttributeError(name)

@@ -239,3 +239,31 @@ def decode(value: bytes | bytearray | memoryview | None, max_bytes: int = DEFAUL
         if values is not None:
             return entry[1](values)
     return decode_object(obj)
+
+
+# ---------------------------------------------------------------- a batch of events as bytes
+# (the internal topic's frames). Interim format until events are msgspec structs: an orjson
+# array of the event objects, each tagged with its type.
+
+_CLASSES: dict[str, type] = {
+    LABEL_PURCHASED: LabelPurchased, LABEL_VOIDED: LabelVoided, CARRIER_SCAN: CarrierScan,
+}
+_TAGS = {cls: tag for tag, cls in _CLASSES.items()}
+_DATETIME_FIELDS = ("purchased_at", "ship_by", "voided_at", "occurred_at")
+
+
+def encode_events(batch: list[Event]) -> bytes:
+    return orjson.dumps([[_TAGS[type(e)], e] for e in batch])
+
+
+def decode_events(data: bytes) -> list[Event]:
+    out: list[Event] = []
+    for tag, obj in orjson.loads(data):
+        for name in _DATETIME_FIELDS:
+            value = obj.get(name)
+            if value is not None:
+                obj[name] = datetime.fromisoformat(value)
+        if "validation" in obj:
+            obj["validation"] = Validation(**obj["validation"])
+        out.append(_CLASSES[tag](**obj))
+    return out

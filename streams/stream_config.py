@@ -53,13 +53,21 @@ class StreamConfig:
     producer_linger: float = 0.005  # seconds the producer waits to fill a batch
     producer_max_batch_size: int = 256 * 1024
     producer_acks: int = -1  # all in-sync replicas: an acked alert survives a broker loss
-    max_poll_records: int = 2000
-    stream_buffer_maxsize: int = 8192
+    max_poll_records: int = 5000  # input records ingest takes per getmany
+    fetch_max_wait_ms: int = 50  # ingest's fetch wait when the inputs are quiet
+    frame_max_events: int = 2000  # events per internal-topic record (one stage step)
+    produce_timeout: float = 300.0  # a send waits this long through a broker outage
+    ingest: bool = True  # False: run the stateful stage only (benchmarks, tests)
     settings: Any = field(default_factory=_default_settings)
 
     @property
     def tracking_events_topic(self) -> str:
         return self.internal_topic or f"{self.app_id}-tracking-events"
+
+    @property
+    def ingest_group(self) -> str:
+        """Ingest's consumer group (the stage's is the Faust app's: `app_id`)."""
+        return f"{self.app_id}-ingest"
 
     @property
     def table_name(self) -> str:
@@ -103,9 +111,10 @@ _INT_FIELDS = {
     "producer_max_batch_size",
     "producer_acks",
     "max_poll_records",
-    "stream_buffer_maxsize",
+    "fetch_max_wait_ms",
+    "frame_max_events",
 }
-_FLOAT_FIELDS = {"commit_interval", "producer_linger", "session_timeout"}
+_FLOAT_FIELDS = {"commit_interval", "producer_linger", "session_timeout", "produce_timeout"}
 
 
 def _parse(name: str, raw: str) -> Any:
@@ -113,7 +122,7 @@ def _parse(name: str, raw: str) -> Any:
         return int(raw)
     if name in _FLOAT_FIELDS:
         return float(raw)
-    if name == "create_topics":
+    if name in ("create_topics", "ingest"):
         return raw.strip().lower() not in {"0", "false", "no", "off"}
     if name == "state_dir":
         return Path(raw)

@@ -163,27 +163,34 @@ async def committed_lag(bootstrap: str, group: str, topics: list[str]) -> int:
         await admin.close()
 
 
-async def _lag(p: Pipeline, topics: list[str]) -> int:
+async def _lag(p: Pipeline, group: str, topics: list[str]) -> int:
     from aiokafka.errors import KafkaError
 
     try:
-        return await committed_lag(p.bootstrap, p.app_id, topics)
+        return await committed_lag(p.bootstrap, group, topics)
     except KafkaError:  # e.g. the group coordinator of a fresh broker is not ready yet
         return -1
 
 
+async def pipeline_lag(p: Pipeline) -> int:
+    """Uncommitted records: the inputs in ingest's group (`<app_id>-ingest`), the internal
+    topic in the stateful stage's (`<app_id>`); -1 while unknown."""
+    inputs = await _lag(p, f"{p.app_id}-ingest", [p.topics["labels"], p.topics["scans"]])
+    internal = await _lag(p, p.app_id, [p.internal_topic])
+    return -1 if -1 in (inputs, internal) else inputs + internal
+
+
 async def wait_idle(p: Pipeline, timeout: float = 90.0) -> None:
     """Until the worker committed every input and internal-topic record."""
-    topics = [p.topics["labels"], p.topics["scans"], p.internal_topic]
     deadline = time.monotonic() + timeout
     while True:
         if p.worker is not None and p.worker.poll() is not None:
             raise AssertionError(f"worker exited with {p.worker.poll()}; log: {p.log}")
-        # the internal topic's records appear only after the inputs are committed, so a
+        # the internal topic's records appear only before the inputs are committed, so a
         # zero lag on all three, twice in a row, means everything was processed
-        if await _lag(p, topics) == 0:
+        if await pipeline_lag(p) == 0:
             await asyncio.sleep(0.3)
-            if await _lag(p, topics) == 0:
+            if await pipeline_lag(p) == 0:
                 return
         if time.monotonic() > deadline:
             raise TimeoutError(f"worker did not catch up in {timeout}s; log: {p.log}")

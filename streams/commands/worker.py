@@ -129,5 +129,9 @@ def serve(config: StreamConfig, loglevel: str = "warning") -> int:
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0
+        code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    else:
+        code = 0
+    if app.tracking["runtime"]["fatal"] is not None:
+        return code or 1  # stopped on an error: never report success
+    return code
