@@ -1,70 +1,30 @@
-"""Throughput, latency and state size of the stream pipeline.
+"""Throughput, CPU per event, latency and state size of the stream pipeline, beside a floor.
 
-    python benchmarks/pipeline.py [--quick] [--events N] [--rate 2000] [--seconds 30]
+    python benchmarks/pipeline.py [--quick] [--labels N] [--rates 2000,5000] [--seconds 20]
 
-Four figures:
+Every Kafka figure is printed beside its ratio to a FLOOR measured in the same invocation on
+the same broker: a plain aiokafka consumer of both input topics, in batches (`getmany`), that
+only decodes (`events.decode`) — the least any consumer of these topics does. Absolute
+figures on this shared 2-core machine vary 20-30% from run to run; the ratios much less.
 
-  (a) core        decode + validate + apply per event, one core, no Kafka: the core's own
-                  figure (benchmarks/core.py) and the same through the adapter's two steps
-                  (`ingest_record` + internal wire format + `detect_record`, bytes state).
-  (b) end to end  one worker subprocess (`tracking-validator worker`) on a real broker: the
-                  workload is produced to `labels`/`scans` while the worker runs; measured from
-                  the first send until the worker's group has committed every input and
-                  internal record (offsets are committed only after the producer flushed, so
-                  the alerts are then on the broker).
-  (c) latency     produce-to-alert at a steady --rate events/s of ordinary traffic, with probe
-                  labels (wrong check digit -> an invalid_tracking alert at once) spread in;
-                  time from the probe's send to its alert's arrival at a consumer, p50/p99.
-  (d) state size  the table's RocksDB directory after (b), per tracking number, scaled to a
-                  million numbers; the serialized state size per number as a cross-check.
+  (a) core        decode + validate + apply per event on one core, no Kafka, bytes state
+                  (benchmarks/core.py's figure), and the same through the runtime's steps
+                  (ingest.build_batch, a frame encoded and decoded, app.detect_frame).
+  (b) backlog     the same preloaded backlog (the workload of benchmarks/core.py, labels and
+                  scans) read by the floor in this process, then by one worker subprocess
+                  (`tracking-validator worker`): events/s from the first input consumed to the
+                  last one committed by both of the worker's groups; CPU per event of the
+                  floor (this process) and of the worker (/proc/PID/stat), and of the broker
+                  over the same interval (only when this script started the broker).
+  (c) latency     produce-to-alert at steady rates (--rates) of ordinary traffic with probe
+                  labels spread in (a wrong check digit: an invalid_tracking alert at once),
+                  p50/p99; the floor's is produce-to-consume of the probes by the floor.
+  (d) state size  the table's RocksDB directories after (b), per tracking number, scaled to a
+                  million numbers.
+  (e) warnings    "producer buffer full" lines in the worker logs (a normal run has none).
 
-Uses $KAFKA_BOOTSTRAP_SERVERS when set, else starts `streams.broker.LocalBroker`. Everything
-shares the machine: on 2 cores the broker, the worker and this process compete, so (b) and (c)
-are conservative. Client settings are the worker's defaults (streams/stream_config.py); the
-tuning notes at the end of this docstring record what was measured.
-
-Measured on the 2-core VM, nothing else running, broker on the same machine (2026-11-26,
-second session; Kafka 4.1.1, faust-streaming 0.15.3, aiokafka 0.14, uvloop):
-  (a) 55,600 events/s core with bytes state (benchmarks/core.py: 60,000-72,000), 32,300
-  through the adapter's steps and wire format; (b) 1,667 events/s end to end, one worker
-  (worker CPU ~600 us/event); (c) at 1,000/s p50 92 ms, p99 216 ms; at 2,000/s one worker
-  falls behind (p50 5.6 s, p99 14 s, growing); (d) 0.22 GB per million numbers.
-  The ceiling is Faust's and aiokafka's per-message path, not the core: py-spy (--gil) of
-  the worker puts ~44% of its CPU in producing (two records per event: the internal topic
-  and the changelog, the latter through Faust's ProducerBuffer), ~30% in consuming (the drain
-  loop and streams of two stages), ~12% in this project's decode, wire format and rules
-  (ingest_record, detect_record) and ~4% in table reads.
-  On the same machine a Faust agent that only counts messages reads 2,000-4,000 msgs/s
-  (6,000-7,900 per CPU second), where a plain aiokafka consumer reads 213,000/s. Scale out
-  with more partitions and workers in the same group.
-
-Tuning notes (worker CPU per 14k events, same VM, noisy +-25%): Faust's start-up spinner left
-the root logger at DEBUG, a LogRecord per aiokafka debug call (removed: 952 -> 1,292 events/s
-end to end); uvloop (adopted: -> 1,731 events/s, and p50 at 1,000/s from 2.8 s to 77 ms);
-producing through `app.producer.send` instead of `Topic.send` cut CPU ~30% (adopted); a no-op
-Monitor sensor
-~10% (not adopted: loses Faust's stats); producer linger 0 vs 5 ms, acks=1 vs all, a larger
-Faust ProducerBuffer limit, broker_commit_every=1000: no measurable gain; commit interval
-5 s vs 1 s: mixed, 30 s: 3x slower (the producer buffer and acks drain at commits); so the
-defaults are linger 5 ms, batches up to 256 KiB, acks=all, commit every 1 s, 2000 records
-per poll, stream buffer 8192.
-
-Second session. Not adopted: Faust's drain loop calls `Service.wait_first` per
-message, which builds four tasks and an `asyncio.wait` each time (cProfile: ~2/3 of a
-count-only agent's CPU). Running the callback eagerly (a task only when it has to wait) took
-the count-only agent from 6,100 to 17,800 msgs per CPU second and the worker from ~630 to
-~460 us/event, but a worker killed early and restarted could then leave an input partition's
-commit stalled for good (tests/test_recovery.py with an early kill: 3 runs in 6; stock Faust
-0 in 10), also with a guard against a seek landing mid-batch, so it is not adopted. That
-guard alone (a getmany that dropped the rest of a batch once Faust's end-of-recovery seek
-had completed) lost alerts after a restart: records aiokafka had already handed over were
-dropped and never fetched again. Not adopted either.
-Adopted: bounding Faust's hard-coded 1,500 ms consumer fetch wait at 50 ms
-(streams/faust_transport.py): a pass-through agent 2,000 -> 6,250 msgs/s; the worker's CPU
-per event is unchanged but it stops idling behind held fetches: end to end 1,036 -> 1,667
-events/s, and at 1,000/s p50 3.7 s -> 92 ms, p99 5.6 s -> 216 ms (same machine, same day).
-No measurable change: `cython_optimizations=True` (faust's opt-in Cython paths),
-sys.setswitchinterval 0.5 ms or 20 ms.
+Uses $KAFKA_BOOTSTRAP_SERVERS when set (no broker CPU figure then), else starts
+`streams.broker.LocalBroker`. The README's sizing figures come from this script's output.
 """
 
 from __future__ import annotations
@@ -78,7 +38,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -89,33 +48,72 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import core as core_bench
 
-from streams.app import detect_record, ingest_record
+from streams import events, internal_topic
+from streams.app import detect_frame
 from streams.commands.demo import WorkerProcess, _have_leaders
+from streams.ingest import build_batch
 from streams.settings import Settings
 
 PARTITIONS = 4
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def ratio(value: float | None, floor: float | None) -> str:
+    if value is None or not floor:
+        return ""
+    return f"  ({value / floor:.2f}x the floor)"
 
 
 # ---------------------------------------------------------------- (a) core
 
 
-def bench_adapter(values: list[bytes], settings: Settings) -> tuple[float, int]:
-    """ingest_record + wire format + detect_record over a dict of bytes (like the table)."""
-    table: dict[bytes, bytes] = {}
+class _Record:
+    __slots__ = ("key", "offset", "timestamp", "value")
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.offset, self.value, self.key, self.timestamp = offset, value, None, 0
+
+
+class _TP:
+    __slots__ = ("partition", "topic")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic, self.partition = topic, partition
+
+    def __hash__(self) -> int:
+        return hash((self.topic, self.partition))
+
+
+def bench_runtime_steps(values: list[bytes], settings: Settings, batch: int = 2000,
+                        ) -> tuple[float, int]:
+    """The runtime's per-batch steps with no Kafka: build_batch -> frame -> detect_frame."""
+    store: dict[bytes, bytes] = {}
     alerts = 0
-    max_bytes = settings.max_message_bytes
+    tp = _TP("labels", 0)
     start = time.process_time()
-    for offset, value in enumerate(values):
-        out = ingest_record("labels", 0, offset, None, value, max_bytes)
-        if isinstance(out, dict):
-            continue
-        stored = table.get(out.key)
-        new, found = detect_record(stored, out.value, settings)
-        if new is None:
-            table.pop(out.key, None)
-        elif new != stored:
-            table[out.key] = new
-        alerts += len(found)
+    for lo in range(0, len(values), batch):
+        records = [_Record(lo + i, v) for i, v in enumerate(values[lo:lo + batch])]
+        built = build_batch({tp: records}, PARTITIONS, settings.max_message_bytes)
+        for entries in built.frames.values():
+            frame = internal_topic.decode_frame(internal_topic.encode_frame(entries))
+            result = detect_frame(frame, store.get, settings)
+            for key, value in result.states.items():
+                if value is None:
+                    store.pop(key, None)
+                else:
+                    store[key] = value
+            alerts += len(result.alerts)
     return time.process_time() - start, alerts
 
 
@@ -124,53 +122,68 @@ def run_core(labels: int, repeat: int) -> dict[str, float]:
     values = core_bench.workload(labels, 7)
     n = len(values)
     t_core, alerts, _ = min(core_bench.bench_bytes(values, settings) for _ in range(repeat))
-    t_adapter, alerts2 = min(bench_adapter(values, settings) for _ in range(repeat))
+    t_steps, alerts2 = min(bench_runtime_steps(values, settings) for _ in range(repeat))
     assert alerts == alerts2, (alerts, alerts2)
     print(f"(a) core: {n:,} events, one core (CPU time, best of {repeat})")
-    print(f"    decode+validate+apply, bytes state   {n / t_core:>10,.0f} events/s")
-    print(f"    + adapter steps and wire format       {n / t_adapter:>10,.0f} events/s")
-    return {"core": n / t_core, "adapter": n / t_adapter}
+    print(f"    decode+validate+apply, bytes state   {n / t_core:>10,.0f} events/s  "
+          f"{t_core / n * 1e6:6.2f} us/event")
+    print(f"    through the runtime's steps + frames  {n / t_steps:>10,.0f} events/s  "
+          f"{t_steps / n * 1e6:6.2f} us/event")
+    return {"core": n / t_core, "steps": n / t_steps}
 
 
 # ---------------------------------------------------------------- Kafka helpers
 
 
-async def wait_ready(bootstrap: str, topics: list[str], timeout: float = 90.0) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
+def make_producer(bootstrap: str) -> Any:
+    from aiokafka import AIOKafkaProducer
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                            max_batch_size=512 * 1024)
+
+
+async def create_topics(bootstrap: str, names: list[str]) -> None:
+    from streams.kafka_io import ensure_topics
+
+    await ensure_topics(bootstrap, names, partitions=PARTITIONS)
+
+
+async def preload(bootstrap: str, labels_topic: str, scans_topic: str,
+                  values: list[bytes]) -> None:
+    producer = make_producer(bootstrap)
+    await producer.start()
     try:
-        deadline = time.monotonic() + timeout
-        while not await _have_leaders(admin, topics):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topics {topics} not ready")
-            await asyncio.sleep(0.2)
+        pending = []
+        for value in values:
+            topic = scans_topic if b'"carrier.scan"' in value[:40] else labels_topic
+            pending.append(await producer.send(topic, value))
+            if len(pending) >= 10000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
     finally:
-        await admin.close()
+        await producer.stop()
 
 
 class Lag:
-    """Uncommitted records of a consumer group on some topics (end offset - committed)."""
+    """Uncommitted records of consumer groups on topics (end offset - committed)."""
 
-    def __init__(self, bootstrap: str, group: str, topics: list[str]) -> None:
-        self.bootstrap, self.group, self.topics = bootstrap, group, topics
+    def __init__(self, bootstrap: str, groups: dict[str, list[str]]) -> None:
+        self.bootstrap, self.groups = bootstrap, groups
 
     async def __aenter__(self) -> Lag:
-        from aiokafka import AIOKafkaConsumer
+        from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
         self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
         await self.admin.start()
         await self.consumer.start()
-        from aiokafka import TopicPartition
-
-        self.tps = [
-            TopicPartition(d["topic"], p["partition"])
-            for d in await self.admin.describe_topics(self.topics)
-            for p in d["partitions"]
-        ]
+        self.tps = {
+            group: [TopicPartition(d["topic"], p["partition"])
+                    for d in await self.admin.describe_topics(topics) for p in d["partitions"]]
+            for group, topics in self.groups.items()
+        }
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -180,41 +193,28 @@ class Lag:
     async def get(self) -> int:
         from aiokafka.errors import KafkaError
 
+        total = 0
         try:
-            end = await self.consumer.end_offsets(self.tps)
-            done = await self.admin.list_consumer_group_offsets(self.group)
+            for group, tps in self.tps.items():
+                end = await self.consumer.end_offsets(tps)
+                done = await self.admin.list_consumer_group_offsets(group)
+                total += sum(max(end[tp] - max(done[tp].offset if tp in done else 0, 0), 0)
+                             for tp in tps)
         except KafkaError:
             return -1
-        return sum(
-            max(end[tp] - max(done[tp].offset if tp in done else 0, 0), 0) for tp in self.tps
-        )
-
-    async def wait_zero(self, timeout: float, poll: float = 0.05) -> float:
-        deadline = time.monotonic() + timeout
-        while True:
-            if await self.get() == 0:
-                return time.monotonic()
-            if time.monotonic() > deadline:
-                raise TimeoutError("worker did not catch up")
-            await asyncio.sleep(poll)
-
-
-def make_producer(bootstrap: str) -> Any:
-    from aiokafka import AIOKafkaProducer
-
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                            max_batch_size=256 * 1024)
+        return total
 
 
 class Run:
-    """One worker with its own app id and topics."""
+    """One worker subprocess with its own app id and topics."""
 
-    def __init__(self, bootstrap: str, tmp: Path, extra: Iterable[str] = ()) -> None:
+    def __init__(self, bootstrap: str, tmp: Path, extra: list[str] | None = None) -> None:
         run = f"bench-{uuid.uuid4().hex[:8]}"
         self.bootstrap = bootstrap
         self.app_id = run
         self.topics = {k: f"{run}.{k}" for k in ("labels", "scans", "alerts", "deadletter")}
         self.state_dir = tmp / run
+        self.log = tmp / f"{run}.log"
         self.worker = WorkerProcess(
             [
                 "--bootstrap", bootstrap, "--app-id", run, "--state-dir", str(self.state_dir),
@@ -222,114 +222,176 @@ class Run:
                 "--labels-topic", self.topics["labels"], "--scans-topic", self.topics["scans"],
                 "--alerts-topic", self.topics["alerts"],
                 "--deadletter-topic", self.topics["deadletter"],
-                *extra,
+                "--loglevel", "info",
+                *(extra or []),
             ],
-            log=tmp / f"{run}.log",
+            log=self.log,
         )
 
     @property
     def internal(self) -> str:
         return f"{self.app_id}-tracking-events"
 
-    async def start(self) -> None:
-        self.worker.start()
-        await wait_ready(self.bootstrap, [*self.topics.values(), self.internal])
-        # ready = joined the group and committed nothing-yet without error: wait until an
-        # empty probe round trip is done (a dead letter through the worker)
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        return {f"{self.app_id}-ingest": [self.topics["labels"], self.topics["scans"]],
+                self.app_id: [self.internal]}
+
+    async def wait_ready(self) -> None:
+        """Started, and a warm-up record went through both stages."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            deadline = time.monotonic() + 90
+            while not await _have_leaders(admin, [*self.topics.values(), self.internal]):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("worker topics not ready")
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
         producer = make_producer(self.bootstrap)
         await producer.start()
         try:
-            await producer.send_and_wait(self.topics["labels"], b"warm-up")
+            await producer.send_and_wait(self.topics["labels"], b"warm-up")  # a dead letter
         finally:
             await producer.stop()
-        async with Lag(self.bootstrap, self.app_id,
-                       [self.topics["labels"], self.topics["scans"], self.internal]) as lag:
-            await lag.wait_zero(120, poll=0.1)
+        async with Lag(self.bootstrap, self.groups) as lag:
+            deadline = time.monotonic() + 120
+            while await lag.get() != 0:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker not ready; log {self.log}")
+                await asyncio.sleep(0.1)
 
     def stop(self) -> None:
         rc = self.worker.stop()
         if rc != 0:
-            print(f"worker exit code {rc}; log {self.worker.log}", file=sys.stderr)
+            print(f"worker exit code {rc}; log {self.log}", file=sys.stderr)
 
 
-# ---------------------------------------------------------------- (b) end to end
+# ---------------------------------------------------------------- (b) backlog
 
 
-async def run_throughput(bootstrap: str, tmp: Path, labels: int) -> tuple[dict[str, float], Run]:
+async def run_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int | None,
+                    ) -> dict[str, float]:
+    """A plain aiokafka consumer group on the inputs, in batches, that only decodes."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=f"floor-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    seen = decoded = 0
+    decode, DecodeError = events.decode, events.DecodeError
+    started = cpu0 = broker0 = None
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            if started is None and batch:
+                started, cpu0, broker0 = (time.monotonic(), time.process_time(),
+                                          cpu_seconds(broker_pid))
+            for records in batch.values():
+                for record in records:
+                    try:
+                        decode(record.value)
+                        decoded += 1
+                    except DecodeError:
+                        pass
+                seen += len(records)
+            if batch:
+                await consumer.commit()
+        assert started is not None and cpu0 is not None
+        seconds = time.monotonic() - started
+        cpu = time.process_time() - cpu0
+        broker1 = cpu_seconds(broker_pid)
+    finally:
+        await consumer.stop()
+    broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
+    return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
+            "broker_us": broker * 1e6 if broker is not None else None, "decoded": decoded}
+
+
+async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[str, float]:
+    """The worker reads the preloaded backlog: from its first progress to the last commit."""
+    run.worker.start()
+    pid = run.worker.pid
+    async with Lag(run.bootstrap, run.groups) as lag:
+        deadline = time.monotonic() + 600
+        started = cpu0 = broker0 = None
+        last = None
+        while True:
+            now_lag = await lag.get()
+            if now_lag >= 0 and started is None and last is not None and now_lag < last:
+                # first progress (ingest commits): what came before is start-up
+                started, cpu0, broker0 = (time.monotonic(), cpu_seconds(pid),
+                                          cpu_seconds(broker_pid))
+            if now_lag == 0 and started is not None:
+                break
+            if now_lag >= 0:
+                last = now_lag if last is None else max(last, now_lag)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker did not finish; log {run.log}")
+            await asyncio.sleep(0.05)
+        seconds = time.monotonic() - started
+        cpu = cpu_seconds(pid) - cpu0  # type: ignore[operator]
+        broker1 = cpu_seconds(broker_pid)
+    # the work of the first 50 ms poll interval falls before `started`: a slight overstatement
+    # of the rate, and understatement of CPU per event, of at most that interval's share
+    broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
+    return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
+            "broker_us": broker * 1e6 if broker is not None else None, "seconds": seconds}
+
+
+async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None,
+                  ) -> tuple[dict[str, Any], Run]:
     values = core_bench.workload(labels, 11)
     n = len(values)
+    floor_topics = [f"floor-{uuid.uuid4().hex[:8]}.{k}" for k in ("labels", "scans")]
     run = Run(bootstrap, tmp)
-    await run.start()
-    producer = make_producer(bootstrap)
-    await producer.start()
-    async with Lag(bootstrap, run.app_id,
-                   [run.topics["labels"], run.topics["scans"], run.internal]) as lag:
-        started = time.monotonic()
-        pending = []
-        for value in values:
-            topic = run.topics["scans"] if b'"carrier.scan"' in value[:40] else \
-                run.topics["labels"]
-            pending.append(await producer.send(topic, value))
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-        produced = time.monotonic()
-        await producer.stop()
-        done = await lag.wait_zero(600)
-    seconds = done - started
-    print(f"(b) end to end: {n:,} events through one worker ({PARTITIONS} partitions)")
-    print(f"    produced in {produced - started:.1f}s, all processed and committed after "
-          f"{seconds:.1f}s: {n / seconds:,.0f} events/s")
-    return {"events": n, "seconds": seconds, "rate": n / seconds, "labels": labels}, run
+    await create_topics(bootstrap, [*floor_topics, run.topics["labels"], run.topics["scans"]])
+    await preload(bootstrap, *floor_topics, values)
+    await preload(bootstrap, run.topics["labels"], run.topics["scans"], values)
+    floor = await run_floor(bootstrap, floor_topics, n, broker_pid)
+    worker = await run_worker_backlog(run, n, broker_pid)
+    print(f"(b) backlog of {n:,} events ({PARTITIONS} partitions), one consumer each")
+    print(f"    floor (aiokafka getmany + decode): {floor['rate']:>9,.0f} events/s, "
+          f"CPU {floor['cpu_us']:6.1f} us/event" + (
+              f", broker {floor['broker_us']:.1f} us/event" if floor["broker_us"] else ""))
+    print(f"    worker end to end:                 {worker['rate']:>9,.0f} events/s"
+          f"{ratio(worker['rate'], floor['rate'])}")
+    print(f"    worker CPU:                        {worker['cpu_us']:>9.1f} us/event"
+          f"{ratio(worker['cpu_us'], floor['cpu_us'])}")
+    if worker["broker_us"] is not None:
+        print(f"    broker CPU for the worker:         {worker['broker_us']:>9.1f} us/event"
+              f"{ratio(worker['broker_us'], floor['broker_us'])}")
+    return {"n": n, "floor": floor, "worker": worker}, run
 
 
 # ---------------------------------------------------------------- (c) latency
 
 
-def _probe(i: int, sent_ns: int) -> bytes:
+def _probe(i: int) -> bytes:
     # a wrong check digit: invalid_tracking at once, on the label's own event
     return orjson.dumps({
-        "type": "label.purchased", "schema_version": 1, "event_id": f"probe-{i}",
-        "label_id": f"probe-{i}-{sent_ns}", "tracking_number": f"94001112062064062607{i % 9}0",
-        "carrier": "usps", "seller_id": "probe", "order_id": f"probe-{i}",
+        "type": "label.purchased", "schema_version": 1, "event_id": f"probe-{i}-{uuid.uuid4()}",
+        "label_id": f"probe-{i}-{uuid.uuid4().hex}", "carrier": "usps",
+        "tracking_number": f"94001112062064062607{i % 9}0",
+        "seller_id": "probe", "order_id": f"probe-{i}",
         "ship_to": {"postal_code": "10001", "country": "US"},
         "purchased_at": "2025-03-01T00:00:00Z",
     })
 
 
-async def run_latency(bootstrap: str, tmp: Path, rate: int, seconds: float) -> dict[str, float]:
-    from aiokafka import AIOKafkaConsumer
-
-    from streams.validation import validate
-
-    run = Run(bootstrap, tmp)
-    await run.start()
+async def steady_traffic(bootstrap: str, labels_topic: str, scans_topic: str, rate: int,
+                         seconds: float, sent: dict[str, int]) -> float:
+    """Ordinary traffic at `rate` events/s with a probe label every 20 events; fills `sent`
+    (label_id -> send time ns); returns the rate achieved."""
     traffic = core_bench.workload(int(rate * seconds / 4.5) + 100, 13)
-    consumer = AIOKafkaConsumer(run.topics["alerts"], bootstrap_servers=bootstrap,
-                                group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=20)
-    await consumer.start()
-    await consumer.seek_to_end()
-    latencies: list[float] = []
-    sent: dict[str, int] = {}
-    stop = asyncio.Event()
-
-    async def receive() -> None:
-        while not stop.is_set() or len(latencies) < len(sent):
-            batch = await consumer.getmany(timeout_ms=100)
-            now = time.perf_counter_ns()
-            for records in batch.values():
-                for record in records:
-                    label_id = orjson.loads(record.value)["label_id"]
-                    if label_id in sent:
-                        latencies.append((now - sent[label_id]) / 1e6)
-            if stop.is_set() and not batch:
-                break
-
-    receiver = asyncio.ensure_future(receive())
     producer = make_producer(bootstrap)
     await producer.start()
-    # send in 10 ms ticks of rate/100 events; one probe every 20 events
     tick = 0.01
     per_tick = max(1, rate // 100)
     started = time.perf_counter()
@@ -337,84 +399,146 @@ async def run_latency(bootstrap: str, tmp: Path, rate: int, seconds: float) -> d
     while time.perf_counter() - started < seconds:
         for _ in range(per_tick):
             if i % 20 == 0:
-                now = time.perf_counter_ns()
-                value = _probe(i, now)
-                label_id = orjson.loads(value)["label_id"]
-                sent[label_id] = now
-                await producer.send(run.topics["labels"], value)
+                value = _probe(i)
+                sent[orjson.loads(value)["label_id"]] = time.perf_counter_ns()
+                await producer.send(labels_topic, value)
             else:
                 value = traffic[i % len(traffic)]
-                topic = run.topics["scans"] if b'"carrier.scan"' in value[:40] else \
-                    run.topics["labels"]
-                await producer.send(topic, value)
+                await producer.send(scans_topic if b'"carrier.scan"' in value[:40]
+                                    else labels_topic, value)
             i += 1
         next_at = started + tick * (i // per_tick)
         await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
     await producer.flush()
     actual = i / (time.perf_counter() - started)
-    await asyncio.sleep(2.0)
-    stop.set()
-    await asyncio.wait_for(receiver, 30)
     await producer.stop()
+    return actual
+
+
+async def measure_latency(bootstrap: str, read_topics: list[str], labels_topic: str,
+                          scans_topic: str, rate: int, seconds: float,
+                          floor: bool) -> dict[str, float]:
+    """Send steady traffic; time each probe to its arrival on `read_topics` (the alerts, or
+    for the floor the inputs themselves, read as a consumer group reads them)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*read_topics, bootstrap_servers=bootstrap,
+                                group_id=f"lat-{uuid.uuid4().hex[:8]}" if floor else None,
+                                auto_offset_reset="latest", fetch_max_wait_ms=50 if floor
+                                else 20, max_poll_records=5000)
+    await consumer.start()
+    if not floor:
+        await consumer.seek_to_end()
+    else:
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        await consumer.seek_to_end()
+    latencies: list[float] = []
+    sent: dict[str, int] = {}
+    stop = asyncio.Event()
+
+    async def receive() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.perf_counter_ns()
+            for records in batch.values():
+                for record in records:
+                    if floor:
+                        try:
+                            event = events.decode(record.value)
+                        except events.DecodeError:
+                            continue
+                        label_id = getattr(event, "label_id", None)
+                    else:
+                        label_id = orjson.loads(record.value)["label_id"]
+                    if label_id in sent:
+                        latencies.append((now - sent[label_id]) / 1e6)
+            if stop.is_set() and (not batch or len(latencies) >= len(sent)):
+                break
+
+    receiver = asyncio.ensure_future(receive())
+    actual = await steady_traffic(bootstrap, labels_topic, scans_topic, rate, seconds, sent)
+    await asyncio.sleep(3.0)
+    stop.set()
+    await asyncio.wait_for(receiver, 60)
     await consumer.stop()
-    run.stop()
-    assert not validate("94001112062064062607" + "00", "usps").valid  # probes are invalid
     latencies.sort()
-    p50 = statistics.median(latencies)
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"(c) latency at {actual:,.0f} events/s for {seconds:.0f}s: {len(latencies)} of "
-          f"{len(sent)} probe alerts; produce-to-alert p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-          f"max {latencies[-1]:.1f} ms")
-    return {"rate": actual, "p50_ms": p50, "p99_ms": p99, "max_ms": latencies[-1],
-            "probes": len(sent), "received": len(latencies)}
+    if not latencies:
+        return {"rate": actual, "p50_ms": float("nan"), "p99_ms": float("nan"), "received": 0,
+                "probes": len(sent)}
+    return {"rate": actual, "p50_ms": statistics.median(latencies),
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "received": len(latencies), "probes": len(sent)}
 
 
-# ---------------------------------------------------------------- (d) state size
+async def latency(bootstrap: str, tmp: Path, rate: int, seconds: float) -> dict[str, Any]:
+    floor_topics = [f"floorlat-{uuid.uuid4().hex[:8]}.{k}" for k in ("labels", "scans")]
+    await create_topics(bootstrap, floor_topics)
+    floor = await measure_latency(bootstrap, floor_topics, *floor_topics, rate, seconds, True)
+    run = Run(bootstrap, tmp)
+    run.worker.start()
+    try:
+        await run.wait_ready()
+        worker = await measure_latency(bootstrap, [run.topics["alerts"]], run.topics["labels"],
+                                       run.topics["scans"], rate, seconds, False)
+    finally:
+        run.stop()
+    print(f"(c) latency at {worker['rate']:,.0f} events/s for {seconds:.0f}s "
+          f"({worker['received']} of {worker['probes']} probe alerts)")
+    print(f"    floor, produce to consume:   p50 {floor['p50_ms']:7.1f} ms   "
+          f"p99 {floor['p99_ms']:7.1f} ms")
+    print(f"    worker, produce to alert:    p50 {worker['p50_ms']:7.1f} ms"
+          f"{ratio(worker['p50_ms'], floor['p50_ms'])}   p99 {worker['p99_ms']:7.1f} ms"
+          f"{ratio(worker['p99_ms'], floor['p99_ms'])}")
+    return {"floor": floor, "worker": worker, "log": run.log}
+
+
+# ---------------------------------------------------------------- (d) state, (e) warnings
 
 
 def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def run_state_size(run: Run, labels: int) -> dict[str, float]:
+def state_size(run: Run, labels: int) -> dict[str, float]:
     tables = run.state_dir / "v1" / "tables"
     dbs = [p for p in tables.glob("*.db") if p.is_dir()] if tables.is_dir() else []
     on_disk = sum(dir_size(p) for p in dbs)
-    # cross-check: serialized state per number, from the core on the same workload
-    values = core_bench.workload(min(labels, 20000), 11)
-    _, _, per_number = core_bench.bench_bytes(values, Settings())
-    numbers = labels  # one tracking number per label in the workload (+1% reused)
-    per_million = on_disk / numbers * 1_000_000
-    print(f"(d) state: RocksDB dirs {on_disk / 1e6:.1f} MB on disk for ~{numbers:,} numbers "
-          f"-> {per_million / 1e9:.2f} GB per million numbers (serialized state "
-          f"~{per_number} B/number + key -> {(per_number + 30) / 1e3:.2f} GB per million "
-          "before RocksDB overhead and compression)")
-    return {"bytes": on_disk, "numbers": numbers, "per_million": per_million,
-            "state_bytes": per_number}
+    per_million = on_disk / labels * 1_000_000  # one number per label in the workload
+    print(f"(d) state: RocksDB {on_disk / 1e6:.1f} MB for ~{labels:,} numbers -> "
+          f"{per_million / 1e9:.2f} GB per million numbers")
+    return {"bytes": on_disk, "per_million": per_million}
+
+
+def buffer_warnings(logs: list[Path]) -> int:
+    count = sum(log.read_text(errors="replace").lower().count("buffer full")
+                for log in logs if log.exists())
+    print(f"(e) 'producer buffer full' warnings in the worker logs: {count}")
+    return count
 
 
 # ---------------------------------------------------------------- main
 
 
-async def kafka_parts(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+async def kafka_parts(args: argparse.Namespace, bootstrap: str,
+                      broker_pid: int | None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tv-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        run = None
-        try:
-            results["b"], run = await run_throughput(bootstrap, tmp, args.labels)
-            run.stop()  # closes RocksDB: the state dir is then complete on disk
-            results["d"] = run_state_size(run, args.labels)
-            results["c"] = [
-                await run_latency(bootstrap, tmp, int(rate), args.seconds)
-                for rate in str(args.rate).split(",")
-            ]
-        finally:
-            if run is not None:
-                run.worker.stop()
-            if args.keep_logs:
-                for log in tmp.glob("*.log"):
-                    shutil.copy(log, Path(args.keep_logs) / log.name)
+        logs: list[Path] = []
+        results["b"], run = await backlog(bootstrap, tmp, args.labels, broker_pid)
+        run.stop()  # closes RocksDB: the state dir is then complete on disk
+        logs.append(run.log)
+        results["d"] = state_size(run, args.labels)
+        results["c"] = []
+        for rate in (int(r) for r in str(args.rates).split(",")):
+            found = await latency(bootstrap, tmp, rate, args.seconds)
+            logs.append(found["log"])
+            results["c"].append(found)
+        results["e"] = buffer_warnings(logs)
+        if args.keep_logs:
+            for log in logs:
+                shutil.copy(log, Path(args.keep_logs) / log.name)
     return results
 
 
@@ -422,18 +546,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--labels", type=int, default=None,
-                        help="labels in the (b) workload (~4.7 events each; default 10000, "
-                        "quick 2000)")
-    parser.add_argument("--rate", default="2000",
-                        help="events/s for (c); a comma list measures each (e.g. 2000,500)")
+                        help="labels in the (b) backlog (~4.7 events each; default 40000, "
+                        "quick 4000)")
+    parser.add_argument("--rates", default="2000,5000",
+                        help="events/s for (c), a comma list (default 2000,5000)")
     parser.add_argument("--seconds", type=float, default=None,
-                        help="duration of (c) (default 30, quick 5)")
+                        help="duration of each (c) run (default 20, quick 5)")
     parser.add_argument("--core-labels", type=int, default=None)
     parser.add_argument("--skip-kafka", action="store_true", help="only (a)")
     parser.add_argument("--keep-logs", default=None, help="copy worker logs to this dir")
     args = parser.parse_args(argv)
-    args.labels = args.labels or (2000 if args.quick else 10000)
-    args.seconds = args.seconds or (5.0 if args.quick else 30.0)
+    args.labels = args.labels or (4000 if args.quick else 40000)
+    args.seconds = args.seconds or (5.0 if args.quick else 20.0)
     core_labels = args.core_labels or (2000 if args.quick else 20000)
 
     run_core(core_labels, 1 if args.quick else 3)
@@ -441,12 +565,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if bootstrap:
-        asyncio.run(kafka_parts(args, bootstrap))
+        asyncio.run(kafka_parts(args, bootstrap, None))
         return 0
     from streams.broker import LocalBroker
 
     with LocalBroker() as broker:
-        asyncio.run(kafka_parts(args, broker.bootstrap_servers))
+        asyncio.run(kafka_parts(args, broker.bootstrap_servers, broker.pid))
     return 0
 
 

@@ -56,6 +56,7 @@ class StreamConfig:
     max_poll_records: int = 5000  # input records ingest takes per getmany
     fetch_max_wait_ms: int = 50  # ingest's fetch wait when the inputs are quiet
     frame_max_events: int = 2000  # events per internal-topic record (one stage step)
+    stage_max_pending: int = 64  # frames applied but not yet durable (group commit)
     produce_timeout: float = 300.0  # a send waits this long through a broker outage
     ingest: bool = True  # False: run the stateful stage only (benchmarks, tests)
     settings: Any = field(default_factory=_default_settings)
@@ -113,6 +114,7 @@ _INT_FIELDS = {
     "max_poll_records",
     "fetch_max_wait_ms",
     "frame_max_events",
+    "stage_max_pending",
 }
 _FLOAT_FIELDS = {"commit_interval", "producer_linger", "session_timeout", "produce_timeout"}
 

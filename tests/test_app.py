@@ -184,6 +184,7 @@ async def test_the_detect_agent_publishes_alerts_and_writes_state(app: Any) -> N
         await agent.put(internal_topic.encode_frame([(1, e) for e in old]), partition=p)
         await agent.put(internal_topic.encode_frame([(2, e) for e in new]), partition=p)
         await agent.put(internal_topic.encode_frame([(3, e) for e in new]), partition=p)
+        await h["stage"].drain()
 
     alerts = [orjson.loads(v) for _, v in captured.to(config.alerts_topic)]
     assert sorted((a["rule"], a["label_id"], a["severity"]) for a in alerts) == [
@@ -196,7 +197,8 @@ async def test_the_detect_agent_publishes_alerts_and_writes_state(app: Any) -> N
     stored = table.data.data[key]
     assert isinstance(stored, bytes) and b"L-new" in stored
     changelog = captured.to(config.changelog_topic)
-    assert [k for k, _ in changelog] == [key, key]  # two frames changed it, the third not
+    # two frames changed it (written once or twice: the writer may merge them), the third not
+    assert [k for k, _ in changelog] in ([key], [key, key])
     assert changelog[-1][1] == stored
     # alerts were produced before the state that marks their event as seen
     order = [t for t, _, _ in captured.sent]
