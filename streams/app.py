@@ -44,6 +44,7 @@ from streams import detection, internal_topic
 from streams.ingest import Ingest
 from streams.outputs import dumps, stamp_alert
 from streams.stream_config import StreamConfig
+from streams.watchdog import Watchdog
 
 if TYPE_CHECKING:
     import faust
@@ -250,6 +251,7 @@ class Stage:
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=config.stage_max_pending)
         self._partitions: dict[int, _Partition] = {}
         self._writer: asyncio.Future[None] | None = None
+        self.last_work: dict[int, float] = {}  # partition -> monotonic time of its last frame
         self.frames = 0
         self.events = 0
         self.alerts = 0
@@ -264,6 +266,7 @@ class Stage:
     async def process(self, partition: int, value: bytes, event: Any = None) -> None:
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_loop())
+        self.last_work[partition] = time.monotonic()
         c = self.config
         entries = internal_topic.decode_frame(value)
         overlay = self.overlay
@@ -371,7 +374,8 @@ def build_app(config: StreamConfig) -> faust.App:
     from streams import faust_transport
 
     runtime: dict[str, Any] = {"ingest": None, "ingest_task": None, "fatal": None,
-                               "crash": None}
+                               "crash": None, "watchdog_task": None}
+    watchdog = Watchdog(config.stall_seconds)
 
     class TrackingApp(faust.App):
         async def on_first_start(self) -> None:
@@ -380,6 +384,8 @@ def build_app(config: StreamConfig) -> faust.App:
 
         async def on_start(self) -> None:
             await super().on_start()
+            # the seek-race guard of faust_transport, for the stream partitions only
+            self.consumer.seek_guard.topics = frozenset({config.tracking_events_topic})
             if stage.producer is None and config.store != "memory://":
                 stage.producer = new_producer(config)
                 await stage.producer.start()
@@ -389,8 +395,12 @@ def build_app(config: StreamConfig) -> faust.App:
             if config.ingest and runtime["ingest"] is None and stage.producer is not None:
                 ingest = runtime["ingest"] = Ingest(config, stage.producer, fatal)
                 runtime["ingest_task"] = asyncio.ensure_future(ingest.run())
+            if runtime["watchdog_task"] is None:
+                runtime["watchdog_task"] = asyncio.ensure_future(watch())
 
         async def on_stop(self) -> None:
+            if runtime["watchdog_task"] is not None:
+                runtime["watchdog_task"].cancel()
             ingest, task = runtime["ingest"], runtime["ingest_task"]
             if ingest is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -407,6 +417,35 @@ def build_app(config: StreamConfig) -> faust.App:
         def _new_transport(self) -> faust_transport.Transport:
             # kafka:// with a bounded consumer fetch wait (see faust_transport)
             return faust_transport.Transport(self.conf.broker_consumer, self)
+
+    async def watch() -> None:
+        """The stall watchdog (streams.watchdog) over the internal topic's partitions."""
+        period = max(0.5, min(5.0, config.stall_seconds / 3))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await check_stalls()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a broker outage: try again next period
+                log.debug("watchdog check failed: %s", exc)
+
+    async def check_stalls() -> None:
+        consumer = app.consumer
+        mine = {tp for tp in consumer.assignment() if tp.topic == config.tracking_events_topic}
+        watchdog.forget(mine)
+        now = time.monotonic()
+        for tp in sorted(mine):
+            committed = consumer._committed_offset.get(tp)
+            if not watchdog.observe(tp, committed, consumer.highwater(tp),
+                                    stage.last_work.get(tp.partition), now):
+                continue
+            if committed is None:
+                committed = (await consumer.earliest_offsets(tp))[tp]
+            log.error("partition %s/%d stalled at offset %s with lag (highwater %s) and no "
+                      "work for %.0fs: seeking back to it", tp.topic, tp.partition, committed,
+                      consumer.highwater(tp), config.stall_seconds)
+            await consumer.seek(tp, committed)
 
     def fatal(exc: BaseException) -> None:
         """An error that must stop the worker: nothing after it is committed."""
@@ -485,5 +524,6 @@ def build_app(config: StreamConfig) -> faust.App:
         "detect": detect,
         "stage": stage,
         "runtime": runtime,
+        "watchdog": watchdog,
     }
     return app

@@ -57,6 +57,7 @@ class StreamConfig:
     fetch_max_wait_ms: int = 50  # ingest's fetch wait when the inputs are quiet
     frame_max_events: int = 2000  # events per internal-topic record (one stage step)
     stage_max_pending: int = 64  # frames applied but not yet durable (group commit)
+    stall_seconds: float = 30.0  # the watchdog's alarm: a partition flat this long with lag
     produce_timeout: float = 300.0  # a send waits this long through a broker outage
     ingest: bool = True  # False: run the stateful stage only (benchmarks, tests)
     settings: Any = field(default_factory=_default_settings)
@@ -116,7 +117,8 @@ _INT_FIELDS = {
     "frame_max_events",
     "stage_max_pending",
 }
-_FLOAT_FIELDS = {"commit_interval", "producer_linger", "session_timeout", "produce_timeout"}
+_FLOAT_FIELDS = {"commit_interval", "producer_linger", "session_timeout", "produce_timeout",
+                 "stall_seconds"}
 
 
 def _parse(name: str, raw: str) -> Any:

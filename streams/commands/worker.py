@@ -112,6 +112,7 @@ def serve(config: StreamConfig, loglevel: str = "warning") -> int:
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
+    config.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = build_app(config)
     worker = faust.Worker(
         app,
