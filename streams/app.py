@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from streams import detection, internal_topic
 from streams.ingest import Ingest
+from streams.metrics import Metrics, register_views
 from streams.outputs import dumps, stamp_alert
 from streams.stream_config import StreamConfig
 from streams.watchdog import Watchdog
@@ -220,13 +221,15 @@ class Pending:
     """A frame applied but not yet durable: its alerts are in flight, its states are in the
     overlay; the writer makes it durable and then acks its Faust event."""
 
-    __slots__ = ("alerts", "event", "events", "partition", "states")
+    __slots__ = ("alerts", "event", "events", "futures", "partition", "states")
 
     def __init__(self, partition: int, states: dict[bytes, bytes | None],
-                 alerts: list[asyncio.Future[Any]], event: Any, events: int) -> None:
+                 alerts: list[tuple[int, dict[str, Any]]], futures: list[asyncio.Future[Any]],
+                 event: Any, events: int) -> None:
         self.partition = partition
         self.states = states
-        self.alerts = alerts
+        self.alerts = alerts  # (input record timestamp ms, alert)
+        self.futures = futures  # their deliveries
         self.event = event
         self.events = events
 
@@ -247,6 +250,7 @@ class Stage:
         self.producer: Any = None
         self.ack: Callable[[Any], Any] | None = None  # the agent's stream.ack
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
+        self.metrics: Metrics | None = None
         self.overlay: dict[bytes, bytes | None] = {}
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=config.stage_max_pending)
         self._partitions: dict[int, _Partition] = {}
@@ -283,7 +287,8 @@ class Stage:
             futures.append(await send(c.alerts_topic, dumps(stamped),
                                       key=stamped["tracking_number"].encode()))
         overlay.update(result.states)
-        await self.queue.put(Pending(partition, result.states, futures, event, result.events))
+        await self.queue.put(Pending(partition, result.states, result.alerts, futures, event,
+                                     result.events))
 
     async def _write_loop(self) -> None:
         try:
@@ -299,11 +304,16 @@ class Stage:
             raise
 
     async def _make_durable(self, batch: list[Pending]) -> None:
-        alerts = [f for p in batch for f in p.alerts]
-        if alerts:
+        futures = [f for p in batch for f in p.futures]
+        if futures:
             # acknowledged before the state that marks their events as seen is written
-            await asyncio.gather(*alerts)
-            self.alerts += len(alerts)
+            await asyncio.gather(*futures)
+            self.alerts += len(futures)
+            if self.metrics is not None:
+                acked = time.time()
+                for p in batch:
+                    for ts, alert in p.alerts:
+                        self.metrics.count_alert(alert, ts, acked)
         merged: dict[int, dict[bytes, bytes | None]] = {}
         for p in batch:  # later frames overwrite earlier ones: the last state of a key wins
             if p.states:
@@ -376,6 +386,7 @@ def build_app(config: StreamConfig) -> faust.App:
     runtime: dict[str, Any] = {"ingest": None, "ingest_task": None, "fatal": None,
                                "crash": None, "watchdog_task": None}
     watchdog = Watchdog(config.stall_seconds)
+    metrics = Metrics()
 
     class TrackingApp(faust.App):
         async def on_first_start(self) -> None:
@@ -393,7 +404,8 @@ def build_app(config: StreamConfig) -> faust.App:
         async def on_started(self) -> None:
             await super().on_started()
             if config.ingest and runtime["ingest"] is None and stage.producer is not None:
-                ingest = runtime["ingest"] = Ingest(config, stage.producer, fatal)
+                ingest = runtime["ingest"] = Ingest(config, stage.producer, fatal,
+                                                    metrics=metrics)
                 runtime["ingest_task"] = asyncio.ensure_future(ingest.run())
             if runtime["watchdog_task"] is None:
                 runtime["watchdog_task"] = asyncio.ensure_future(watch())
@@ -447,6 +459,55 @@ def build_app(config: StreamConfig) -> faust.App:
                       consumer.highwater(tp), config.stall_seconds)
             await consumer.seek(tp, committed)
 
+    async def refresh_metrics() -> None:
+        """The gauges that need a look at the consumers, the table and the watchdog."""
+        lags: list[tuple[str, int, int]] = []
+        ingest = runtime["ingest"]
+        if ingest is not None and ingest.consumer is not None:
+            consumer = ingest.consumer
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                if high is not None:
+                    lags.append((tp.topic, tp.partition,
+                                 max(0, high - await consumer.position(tp))))
+        with contextlib.suppress(Exception):  # not started yet
+            consumer = app.consumer
+            for tp in consumer.assignment():
+                if tp.topic == config.tracking_events_topic:
+                    high = consumer.highwater(tp)
+                    done = consumer._committed_offset.get(tp) or 0
+                    if high is not None:
+                        lags.append((tp.topic, tp.partition, max(0, high - done)))
+        metrics.set_lag(lags)
+        metrics.stalled.set(len(watchdog.stalled))
+        metrics.table_keys.set(table_keys())
+
+    def table_keys() -> int:
+        store = table.data
+        dbs = getattr(store, "_dbs", None)
+        if dbs is None:
+            return len(getattr(store, "data", {}))
+        total = 0
+        for db in list(dbs.values()):
+            with contextlib.suppress(Exception):
+                total += int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
+        return total
+
+    def readiness() -> str | None:
+        """None when ready, else why not."""
+        if runtime["fatal"] is not None:
+            return f"stopped on an error: {type(runtime['fatal']).__name__}"
+        if not app.tables.recovery.completed.is_set():
+            return "table recovery in progress"
+        mine = [tp for tp in app.consumer.assignment()
+                if tp.topic == config.tracking_events_topic]
+        if not mine:
+            return "no partitions assigned"
+        if watchdog.stalled:
+            return "stalled partitions: " + ", ".join(
+                f"{tp.topic}/{tp.partition}" for tp in sorted(watchdog.stalled))
+        return None
+
     def fatal(exc: BaseException) -> None:
         """An error that must stop the worker: nothing after it is committed."""
         if runtime["fatal"] is None:
@@ -475,7 +536,11 @@ def build_app(config: StreamConfig) -> faust.App:
         producer_max_request_size=8 << 20,
         web_enabled=config.web_port > 0,
         web_port=config.web_port or 6066,
-        web_tables_enabled=False,
+        web_tables_enabled=False,  # never list or dump the table over HTTP
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,  # Faust's own: ours is /metrics
         # one standby is pointless on one worker and doubles changelog reads on many
         table_standby_replicas=0,
     )
@@ -495,6 +560,9 @@ def build_app(config: StreamConfig) -> faust.App:
     )
     stage = Stage(app, config, table)
     stage.on_fatal = fatal
+    stage.metrics = metrics
+    if config.web_port > 0:
+        register_views(app, metrics, refresh_metrics, readiness)
 
     @app.on_partitions_revoked.connect
     async def _drain_before_revoke(app: Any, revoked: Any, **kwargs: Any) -> None:
@@ -525,5 +593,7 @@ def build_app(config: StreamConfig) -> faust.App:
         "stage": stage,
         "runtime": runtime,
         "watchdog": watchdog,
+        "metrics": metrics,
+        "readiness": readiness,
     }
     return app

@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 class Batch:
     """What one `getmany` became: frames per internal partition, dead letters, offsets."""
 
-    __slots__ = ("dead_letters", "events", "frames", "offsets", "records")
+    __slots__ = ("by_topic", "dead_letters", "events", "frames", "offsets", "records")
 
     def __init__(self) -> None:
+        self.by_topic: dict[str, list[int]] = {}  # topic -> [events, dead letters]
         self.frames: dict[int, list[internal_topic.Entry]] = {}
         self.dead_letters: list[tuple[bytes | None, dict[str, Any]]] = []
         self.offsets: dict[Any, int] = {}  # TopicPartition -> next offset to read
@@ -51,6 +52,7 @@ def build_batch(records_by_tp: dict[Any, list[Any]], partitions: int, max_bytes:
         if not records:
             continue
         topic, partition = tp.topic, tp.partition
+        dead_before = len(batch.dead_letters)
         for record in records:
             value = record.value
             try:
@@ -70,6 +72,10 @@ def build_batch(records_by_tp: dict[Any, list[Any]], partitions: int, max_bytes:
                 frame.append(entry)
         batch.records += len(records)
         batch.offsets[tp] = records[-1].offset + 1
+        dead = len(batch.dead_letters) - dead_before
+        counts = batch.by_topic.setdefault(topic, [0, 0])
+        counts[0] += len(records) - dead
+        counts[1] += dead
     batch.events = batch.records - len(batch.dead_letters)
     return batch
 
@@ -79,8 +85,9 @@ class Ingest:
     must stop the worker (the batch is then not committed)."""
 
     def __init__(self, config: Any, producer: Any, on_fatal: Callable[[BaseException], Any],
-                 consumer_kwargs: dict[str, Any] | None = None) -> None:
+                 consumer_kwargs: dict[str, Any] | None = None, metrics: Any = None) -> None:
         self.config = config
+        self.metrics = metrics
         self.producer = producer
         self.on_fatal = on_fatal
         self.consumer_kwargs = consumer_kwargs or {}
@@ -163,6 +170,15 @@ class Ingest:
         self.records += batch.records
         self.dead_letters += len(batch.dead_letters)
         self.last_progress = time.monotonic()
+        if self.metrics is not None:
+            m = self.metrics
+            for topic, (n_events, n_dead) in batch.by_topic.items():
+                if n_events:
+                    m.events.labels(topic, "event").inc(n_events)
+                if n_dead:
+                    m.events.labels(topic, "dead_letter").inc(n_dead)
+            for _, record in batch.dead_letters:
+                m.dead_letters.labels(record["error"]["code"]).inc()
 
     async def _produce(self, batch: Batch) -> None:
         """Produce the batch's frames and dead letters; return when all are acknowledged.

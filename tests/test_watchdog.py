@@ -33,3 +33,15 @@ def test_forget_drops_partitions_no_longer_assigned() -> None:
     dog.forget(set())
     assert dog.stalled == set()
     assert not dog.observe("a", 1, 5, None, 3)  # starts over
+
+
+def test_a_worker_with_a_stalled_partition_is_not_ready(tmp_path: object) -> None:
+    from streams.app import build_app
+    from streams.stream_config import StreamConfig
+
+    app = build_app(StreamConfig(app_id="ready-unit", store="memory://",
+                                 state_dir=tmp_path))  # type: ignore[arg-type]
+    readiness = app.tracking["readiness"]
+    assert readiness() == "table recovery in progress"
+    app.tables.recovery.completed.set()
+    assert readiness() == "no partitions assigned"

@@ -1,0 +1,104 @@
+"""The worker's Prometheus metrics, and its `/metrics`, `/health` and `/ready` views.
+
+One `CollectorRegistry` per app (tests build several apps in one process). The runtime counts
+as it goes (ingest per batch, the stage's writer per durable batch); gauges that need a look
+at the consumers or the table (lag, table keys, stalled partitions) are refreshed by
+`Metrics.refresh`, which the runtime calls every few seconds and before each scrape.
+
+    tracking_validator_events_total{topic,outcome}     input records: event | dead_letter
+    tracking_validator_dead_letters_total{code}        by the contract's error.code
+    tracking_validator_alerts_total{rule,severity}     distinct alerts (first publications)
+    tracking_validator_alert_revisions_total{status}   revisions > 1: open | retracted
+    tracking_validator_consumer_lag{topic,partition}   highwater - position, this worker's
+    tracking_validator_event_to_alert_seconds          input record timestamp -> alert acked
+    tracking_validator_table_keys                      tracking keys in this worker's table
+    tracking_validator_stalled_partitions              partitions the watchdog saw stalled
+
+`/health` is 200 while the process serves; `/ready` is 200 only when the worker has
+partitions assigned, its table is recovered and no partition is stalled, else 503 with a
+JSON reason. Neither needs the API token: probes and scrapers do not carry one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# produce-to-alert of a healthy worker is tens of ms; a backlog is minutes
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.events = Counter("tracking_validator_events", "Input records by outcome",
+                              ["topic", "outcome"], registry=r)
+        self.dead_letters = Counter("tracking_validator_dead_letters",
+                                    "Dead-lettered input records by error code", ["code"],
+                                    registry=r)
+        self.alerts = Counter("tracking_validator_alerts",
+                              "Distinct alerts published (their first publication)",
+                              ["rule", "severity"], registry=r)
+        self.revisions = Counter("tracking_validator_alert_revisions",
+                                 "Alert revisions published after the first, by status",
+                                 ["status"], registry=r)
+        self.lag = Gauge("tracking_validator_consumer_lag",
+                         "Records not yet read by this worker (highwater - position)",
+                         ["topic", "partition"], registry=r)
+        self.event_to_alert = Histogram(
+            "tracking_validator_event_to_alert_seconds",
+            "From the input record's timestamp to the alert's acknowledgement",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.table_keys = Gauge("tracking_validator_table_keys",
+                                "Tracking keys in this worker's table (RocksDB estimate)",
+                                registry=r)
+        self.stalled = Gauge("tracking_validator_stalled_partitions",
+                             "Partitions the watchdog found stalled", registry=r)
+        self._lag_labels: set[tuple[str, str]] = set()
+
+    def count_alert(self, alert: dict[str, Any], input_ts_ms: int, acked_s: float) -> None:
+        revision = alert.get("revision", 1)
+        if revision == 1:
+            self.alerts.labels(alert["rule"], alert["severity"]).inc()
+        else:
+            self.revisions.labels(alert.get("status", "open")).inc()
+        if input_ts_ms > 0:
+            self.event_to_alert.observe(max(0.0, acked_s - input_ts_ms / 1000))
+
+    def set_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
+        """(topic, partition, lag) of this worker's partitions now; others are removed."""
+        seen = set()
+        for topic, partition, lag in lags:
+            key = (topic, str(partition))
+            seen.add(key)
+            self.lag.labels(*key).set(lag)
+        for key in self._lag_labels - seen:
+            self.lag.remove(*key)
+        self._lag_labels = seen
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def register_views(app: Any, metrics: Metrics, refresh: Callable[[], Any],
+                   readiness: Callable[[], str | None]) -> None:
+    """`/metrics`, `/health` and `/ready` on the Faust app's web server."""
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        await refresh()
+        return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health_view(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready_view(web: Any, request: Any) -> Any:
+        reason = readiness()
+        if reason is None:
+            return web.json({"status": "ready"})
+        return web.json({"status": "not_ready", "reason": reason}, status=503)
