@@ -499,9 +499,11 @@ def build_app(config: StreamConfig) -> faust.App:
             return f"stopped on an error: {type(runtime['fatal']).__name__}"
         if not app.tables.recovery.completed.is_set():
             return "table recovery in progress"
-        mine = [tp for tp in app.consumer.assignment()
-                if tp.topic == config.tracking_events_topic]
-        if not mine:
+        try:
+            assigned = app.consumer.assignment()
+        except Exception:  # the consumer is not started yet
+            assigned = set()
+        if not [tp for tp in assigned if tp.topic == config.tracking_events_topic]:
             return "no partitions assigned"
         if watchdog.stalled:
             return "stalled partitions: " + ", ".join(
