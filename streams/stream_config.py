@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+from streams.kafka_security import DEFAULT_BOOTSTRAP, KafkaClientConfig
+
 DEFAULT_APP_ID = "tracking-validator"
 
 
@@ -56,6 +57,20 @@ class StreamConfig:
     max_poll_records: int = 2000
     stream_buffer_maxsize: int = 8192
     settings: Any = field(default_factory=_default_settings)
+    # Security (SASL/TLS) of every client the worker makes; its bootstrap is kept equal to
+    # `bootstrap` above (set from it when None). See streams.kafka_security.
+    kafka: KafkaClientConfig | None = None
+    # streams.logs: "text" or "json" (one JSON object per line), and the id every line
+    # carries ("" -> <hostname>-<pid>)
+    log_format: str = "text"
+    worker_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log format {self.log_format!r} is not one of text, json")
+        if self.kafka is None or self.kafka.bootstrap != self.bootstrap:
+            kafka = self.kafka or KafkaClientConfig(bootstrap=self.bootstrap)
+            object.__setattr__(self, "kafka", kafka.with_bootstrap(self.bootstrap))
 
     @property
     def tracking_events_topic(self) -> str:
@@ -84,14 +99,17 @@ class StreamConfig:
 
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "settings":
+            if f.name in ("settings", "kafka"):
                 continue
             name = ENV_NAMES.get(f.name, f"TRACKING_VALIDATOR_{f.name.upper()}")
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, raw)
-        return cls(settings=Settings.from_env(env), **values)
+        # KAFKA_BOOTSTRAP_SERVERS is read by both; the security settings by KafkaClientConfig
+        kafka = KafkaClientConfig.load(env=env, bootstrap=values.get("bootstrap"))
+        values["bootstrap"] = kafka.bootstrap
+        return cls(settings=Settings.from_env(env), kafka=kafka, **values)
 
 
 ENV_NAMES = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"}
