@@ -64,6 +64,9 @@ class StreamConfig:
     # carries ("" -> <hostname>-<pid>)
     log_format: str = "text"
     worker_id: str = ""
+    # the host name other workers and clients reach this worker's web server by (Faust's
+    # web_host; "" -> Faust's default, this machine's name); in compose, the service name
+    web_host: str = ""
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):

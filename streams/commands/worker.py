@@ -53,6 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     opt("--replication", "replication", "replication factor of topics the worker creates",
         type=int)
     opt("--web-port", "web_port", "port of Faust's web server; 0 disables it", type=int)
+    opt("--web-host", "web_host",
+        "host name this worker's web server is reached by (default: this machine's name)")
     opt("--labels-topic", "labels_topic", "input topic of label events")
     opt("--scans-topic", "scans_topic", "input topic of carrier scans")
     opt("--alerts-topic", "alerts_topic", "output topic of alerts")
