@@ -104,14 +104,16 @@ def explain(cause: str, config: KafkaClientConfig) -> str:
     if "authentication" in text or ("sasl" in text and "fail" in text):
         return "authentication failed (check sasl.username, sasl.password, sasl.mechanism)"
     if "wrong_version_number" in text or ("ssl" in text and "record" in text):
-        return "TLS handshake failed: the listener may not speak TLS (check security.protocol)"
-    if "unable to bootstrap" in text or "connection" in text or "closed" in text:
+        return "TLS handshake failed: the listener may not speak TLS (security.protocol?)"
+    if "refused" in text or "connect call failed" in text or "no answer" in text:
+        return "nothing answers there (is the broker up?)"
+    if "closed" in text or "reset" in text:
         hint = " (does the listener expect TLS or SASL?)" if not config.tls else ""
         return f"the broker closed or refused the connection{hint}"
     return "connection failed"
 
 
-async def start_client(client: Any, config: KafkaClientConfig, what: str = "client") -> None:
+async def start_client(client: Any, config: KafkaClientConfig) -> None:
     """`await client.start()` bounded by CONNECT_TIMEOUT; any failure to connect,
     authenticate or verify the broker becomes one KafkaUnavailable line (no secrets)."""
     from aiokafka.errors import KafkaError
@@ -131,6 +133,15 @@ async def start_client(client: Any, config: KafkaClientConfig, what: str = "clie
                 f"cannot connect to Kafka ({config.describe()}): {explain(cause, config)}: "
                 f"{cause}"
             ) from None
+
+
+async def check_connection(kafka: Kafka) -> None:
+    """Connect, authenticate and fetch the cluster metadata once, then disconnect: a command
+    that hands its clients to a framework (the worker) fails fast with KafkaUnavailable."""
+    config = client_config(kafka)
+    admin = make_admin(config)
+    await start_client(admin, config)
+    await _close(admin)
 
 
 async def _close(client: Any) -> None:

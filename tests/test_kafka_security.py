@@ -333,3 +333,44 @@ def test_broker_sasl_ssl_prints_a_usable_kafka_config(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("variant", "log_format", "reason"),
+    [
+        ("wrong-password", "json", "authentication failed"),
+        ("untrusted-ca", "text", "certificate is not trusted"),
+        ("plaintext", "text", "closed or refused the connection"),
+    ],
+)
+def test_a_refused_worker_exits_2_with_one_line(
+    sasl_broker: str, tmp_path: Path, tls: Path, variant: str, log_format: str, reason: str
+) -> None:
+    config = _variant(sasl_broker, tmp_path, variant, tls)
+    began = time.monotonic()
+    result = cli("worker", "--kafka-config", config, "--log-format", log_format,
+                 "--state-dir", str(tmp_path / "state"), timeout=60)  # fmt: skip
+    assert time.monotonic() - began < 30
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    line = orjson.loads(lines[0])["message"] if log_format == "json" else lines[0]
+    assert "worker: cannot connect to Kafka" in line and reason in line
+    assert result.stdout == ""
+    assert_no_secret(sasl_broker, result.stderr)
+
+
+def test_the_hint_names_the_likely_cause() -> None:
+    from streams.kafka_io import explain
+
+    config = KafkaClientConfig(bootstrap="h:1")
+    cases = {
+        'Unable connect to "h:1": [Errno 111] Connect call failed': "is the broker up?",
+        "KafkaConnectionError: Connection at h:1 closed": "expect TLS or SASL?",
+        "[Error 58] SaslAuthenticationFailed: ...": "authentication failed",
+        "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed": "not trusted",
+        "[SSL: WRONG_VERSION_NUMBER] wrong version number": "may not speak TLS",
+    }
+    for cause, hint in cases.items():
+        assert hint in explain(cause, config), cause

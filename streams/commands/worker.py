@@ -118,6 +118,7 @@ def serve(config: StreamConfig, loglevel: str = "warning") -> int:
     import faust
 
     from streams.app import build_app
+    from streams.kafka_io import KafkaUnavailable, check_connection
     from streams.logs import configure_logging
 
     # uvloop for the worker's loops (main and Faust's consumer thread): measured with
@@ -133,6 +134,13 @@ def serve(config: StreamConfig, loglevel: str = "warning") -> int:
     # One handler for every logger (ours, Faust's, mode's, aiokafka's): Faust's Worker must
     # not install its own (override_logging=False), or JSON lines would mix with its text.
     configure_logging(config.log_format, loglevel, config.worker_id or None)
+    # A wrong password, an untrusted CA, a plaintext client against a secured listener or no
+    # broker at all: one line and exit 2 now, not a retry storm or Faust's traceback.
+    try:
+        asyncio.run(check_connection(config.kafka))
+    except KafkaUnavailable as exc:
+        logging.getLogger("streams.worker").error("worker: %s", exc)
+        return 2
     app = build_app(config)
     worker = faust.Worker(
         app,
