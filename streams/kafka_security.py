@@ -49,6 +49,7 @@ SOURCES: dict[str, tuple[str, str]] = {
 }
 PROPERTY_NAMES = {prop: name for name, (prop, _env) in SOURCES.items()}
 ENV_VARS = tuple(env for _prop, env in SOURCES.values())
+CONFIG_ENV = "TRACKING_VALIDATOR_KAFKA_CONFIG"  # the --kafka-config file, from the environment
 
 
 class KafkaConfigError(ValueError):
@@ -219,10 +220,11 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--kafka-config",
         metavar="FILE",
-        default=os.environ.get("TRACKING_VALIDATOR_KAFKA_CONFIG") or None,
+        default=os.environ.get(CONFIG_ENV) or None,
         help="Kafka client properties (bootstrap.servers, security.protocol, sasl.mechanism, "
         "sasl.username, sasl.password, ssl.ca.location, ssl.certificate.location, "
-        "ssl.key.location); a key in the file wins over its environment variable "
+        f"ssl.key.location; env {CONFIG_ENV}); a key in the file wins over its environment "
+        "variable "
         f"({', '.join(ENV_VARS)}); --bootstrap wins over both",
     )
 

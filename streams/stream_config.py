@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from streams.kafka_security import DEFAULT_BOOTSTRAP, KafkaClientConfig
+from streams.kafka_security import CONFIG_ENV, DEFAULT_BOOTSTRAP, KafkaClientConfig
+from streams.logs import FORMATS
 
 DEFAULT_APP_ID = "tracking-validator"
 
@@ -69,8 +70,8 @@ class StreamConfig:
     web_host: str = ""
 
     def __post_init__(self) -> None:
-        if self.log_format not in ("text", "json"):
-            raise ValueError(f"log format {self.log_format!r} is not one of text, json")
+        if self.log_format not in FORMATS:
+            raise ValueError(f"log format {self.log_format!r} is not one of {', '.join(FORMATS)}")
         if self.kafka is None or self.kafka.bootstrap != self.bootstrap:
             kafka = self.kafka or KafkaClientConfig(bootstrap=self.bootstrap)
             object.__setattr__(self, "kafka", kafka.with_bootstrap(self.bootstrap))
@@ -110,7 +111,8 @@ class StreamConfig:
                 continue
             values[f.name] = _parse(f.name, raw)
         # KAFKA_BOOTSTRAP_SERVERS is read by both; the security settings by KafkaClientConfig
-        kafka = KafkaClientConfig.load(env=env, bootstrap=values.get("bootstrap"))
+        # (the file of TRACKING_VALIDATOR_KAFKA_CONFIG wins over the environment, key by key)
+        kafka = KafkaClientConfig.load(env.get(CONFIG_ENV) or None, env=env)
         values["bootstrap"] = kafka.bootstrap
         return cls(settings=Settings.from_env(env), kafka=kafka, **values)
 

@@ -374,3 +374,17 @@ def test_the_hint_names_the_likely_cause() -> None:
     }
     for cause, hint in cases.items():
         assert hint in explain(cause, config), cause
+
+
+def test_stream_config_from_env_reads_the_kafka_config_file(tmp_path: Path) -> None:
+    from streams.stream_config import StreamConfig
+
+    path = write(tmp_path / "c.properties", "bootstrap.servers=file:9093\n"
+                 "security.protocol=SASL_PLAINTEXT\nsasl.username=u\n")  # fmt: skip
+    config = StreamConfig.from_env({"TRACKING_VALIDATOR_KAFKA_CONFIG": path,
+                                    "KAFKA_BOOTSTRAP_SERVERS": "env:9092",
+                                    "KAFKA_SASL_PASSWORD": "p"})  # fmt: skip
+    assert (config.bootstrap, config.kafka.security_protocol) == ("file:9093", "SASL_PLAINTEXT")
+    assert config.kafka.aiokafka_kwargs()["sasl_plain_password"] == "p"
+    with pytest.raises(ValueError, match="log format"):
+        StreamConfig.from_env({"TRACKING_VALIDATOR_LOG_FORMAT": "xml"})
