@@ -730,12 +730,18 @@ class LocalBroker:
             self.internal_port = free_port("127.0.0.1")
         tls = self.data_dir / "tls"
         keystore_password = secrets.token_urlsafe(18)
+        # The SCRAM credential is stored when the storage is formatted, once per data dir: a
+        # kept --data-dir keeps its password (the TLS material is made anew each start).
+        saved = self.data_dir / "scram.password"
+        if not saved.is_file():
+            saved.write_text(secrets.token_urlsafe(18))
+            saved.chmod(0o600)
         make_tls_material(tls, self.host, keystore_password)
         self.client_properties = {
             "security.protocol": "SASL_SSL",
             "sasl.mechanism": SCRAM_MECHANISM,
             "sasl.username": SCRAM_USER,
-            "sasl.password": secrets.token_urlsafe(18),
+            "sasl.password": saved.read_text().strip(),
             "ssl.ca.location": str(tls / "ca.pem"),
             "ssl.certificate.location": str(tls / "client.pem"),
             "ssl.key.location": str(tls / "client.key"),
