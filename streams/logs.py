@@ -61,7 +61,7 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[tuple[str, str], list[float]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < self.min_level:
+        if record.levelno < self.min_level or getattr(record, "no_collapse", False):
             return True
         key = (record.name, str(record.msg))
         now = self.clock()
@@ -132,15 +132,18 @@ class _LogWriter:
             self._buffer += text
             *lines, self._buffer = self._buffer.split("\n")
         for line in lines:
-            if line.strip():
-                self.logger.log(self.level, line.rstrip())
+            self._log(line)
         return len(text)
+
+    def _log(self, line: str) -> None:
+        # stray output is not a storm: a traceback printed twice keeps all its lines
+        if line.strip():
+            self.logger.log(self.level, "%s", line.rstrip(), extra={"no_collapse": True})
 
     def flush(self) -> None:
         with self._lock:
             line, self._buffer = self._buffer, ""
-        if line.strip():
-            self.logger.log(self.level, line.rstrip())
+        self._log(line)
 
     def isatty(self) -> bool:
         return False
