@@ -107,13 +107,46 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """`time LEVEL [worker id] logger: message`, with Faust's readable tables (partition
+    sets, subscriptions) as its own formatter draws them."""
+
     def __init__(self, worker_id: str) -> None:
         super().__init__(
             f"%(asctime)s %(levelname)s [{worker_id.replace('%', '%%')}] %(name)s: %(message)s"
         )
 
+    def format(self, record: logging.LogRecord) -> str:
+        _apply_mode_formatters(record)
+        return super().format(record)
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         return super().formatMessage(record) + _repeat_note(record)
+
+
+def _apply_mode_formatters(record: logging.LogRecord) -> None:
+    """The argument formatters Faust registers with mode (`mode.utils.logging.formatter2`:
+    a set of TopicPartition becomes a table), as mode's own ExtensionFormatter applies them;
+    nothing when mode is not loaded (the commands other than the worker)."""
+    mode_logging = sys.modules.get("mode.utils.logging")
+    if mode_logging is None or not record.args or getattr(record, "_mode_formatted", False):
+        return
+    record._mode_formatted = True  # a record goes through format() once per handler
+
+    def format_arg(arg: Any) -> Any:
+        for fun in getattr(mode_logging, "_formatter_registry", ()):
+            arg = value if (value := fun(arg)) is not None else arg
+        for fun in getattr(mode_logging, "_formatter_registry2", ()):
+            arg = value if (value := fun(arg, record)) is not None else arg
+        return arg
+
+    try:
+        if isinstance(record.args, dict):
+            record.args = {k: format_arg(v) for k, v in record.args.items()}
+        else:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(format_arg(arg) for arg in args)
+    except Exception:  # a formatter that fails must not lose the line: keep the raw args
+        return
 
 
 class _LogWriter:

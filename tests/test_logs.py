@@ -224,3 +224,16 @@ def _topics(bootstrap: str) -> list[str]:
             await admin.close()
 
     return asyncio.run(names())
+
+
+def test_text_lines_keep_fausts_partition_tables() -> None:
+    """Faust registers argument formatters with mode (a set of partitions becomes a table):
+    the text format applies them, as Faust's own handler did."""
+    import faust.worker  # noqa: F401 - registers the formatters
+    from aiokafka import TopicPartition
+
+    parts = {TopicPartition("labels", 0), TopicPartition("labels", 1)}
+    rec = record("aiokafka.consumer", "Setting newly assigned partitions %s", parts,
+                 level=logging.INFO)  # fmt: skip
+    text = TextFormatter("w").format(rec)
+    assert "Topic Partition Set" in text and "{0-1}" in text
