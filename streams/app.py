@@ -125,7 +125,8 @@ async def declare_topics(config: StreamConfig) -> list[str]:
     table's partitions follow the internal topic's, so a mismatch would misroute state."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=30000,
+                                **config.kafka.aiokafka_kwargs())
     await admin.start()
     try:
         specs = topic_specs(config)
@@ -177,6 +178,7 @@ def new_producer(config: StreamConfig) -> Any:
         max_request_size=max(_large_enough(config.settings.max_message_bytes), 8 << 20),
         # a broker outage shorter than this delays sends instead of failing them
         request_timeout_ms=int(config.produce_timeout * 1000),
+        **config.kafka.aiokafka_kwargs(),
     )
 
 
@@ -404,8 +406,9 @@ def build_app(config: StreamConfig) -> faust.App:
         async def on_started(self) -> None:
             await super().on_started()
             if config.ingest and runtime["ingest"] is None and stage.producer is not None:
-                ingest = runtime["ingest"] = Ingest(config, stage.producer, fatal,
-                                                    metrics=metrics)
+                ingest = runtime["ingest"] = Ingest(
+                    config, stage.producer, fatal,
+                    consumer_kwargs=config.kafka.aiokafka_kwargs(), metrics=metrics)
                 runtime["ingest_task"] = asyncio.ensure_future(ingest.run())
             if runtime["watchdog_task"] is None:
                 runtime["watchdog_task"] = asyncio.ensure_future(watch())
@@ -517,9 +520,12 @@ def build_app(config: StreamConfig) -> faust.App:
             log.error("worker stopping on a fatal error: %s: %s", type(exc).__name__, exc)
             runtime["crash"] = asyncio.ensure_future(app.crash(exc))
 
+    web_host = {"web_host": config.web_host} if config.web_host else {}
     app = TrackingApp(
         config.app_id,
         broker=config.broker_url,
+        broker_credentials=config.kafka.faust_credentials(),
+        **web_host,
         datadir=str(config.state_dir),
         store=config.store,
         autodiscover=False,

@@ -491,9 +491,98 @@ def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+
+# ---------------------------------------------------------------- SASL_SSL (broker --sasl-ssl)
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_USER = "tracking-validator"
+_CERT_DAYS = 7
+
+
+def _openssl(args: list[str], cwd: Path) -> None:
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise BrokerError("openssl not found: it makes the throwaway CA (apt-get install openssl)")
+    proc = subprocess.run(
+        [openssl, *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise BrokerError(f"openssl {args[0]} failed: {proc.stderr.strip()[-500:]}")
+
+
+def _issue(tls: Path, name: str, subject: str, extensions: str) -> None:
+    """`name`.key and `name`.pem: an EC key and a certificate signed by the CA in `tls`."""
+    (tls / f"{name}.ext").write_text(extensions)
+    _openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+              "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject], tls)
+    _openssl(["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+              "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days",
+              str(_CERT_DAYS), "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.pem"],
+             tls)  # fmt: skip
+
+
+def make_tls_material(tls: Path, host: str, keystore_password: str) -> None:
+    """A throwaway CA (ca.pem), the broker's key and certificate for `host` in a PKCS12
+    keystore (server.p12), and a client key and certificate (client.key, client.pem), all
+    made here with openssl: nothing is downloaded, nothing outlives the data dir."""
+    tls.mkdir(parents=True, exist_ok=True)
+    _openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+              "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", str(_CERT_DAYS),
+              "-subj", "/CN=tracking-validator throwaway CA",
+              "-addext", "basicConstraints=critical,CA:TRUE",
+              "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+              "-addext", "subjectKeyIdentifier=hash"], tls)  # fmt: skip
+    san = "IP:127.0.0.1,DNS:localhost" + (f",DNS:{host}" if host not in ("127.0.0.1",
+                                                                       "localhost") else "")
+    common = (
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment,keyAgreement\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+    )
+    _issue(tls, "server", "/CN=localhost",
+           f"{common}extendedKeyUsage=serverAuth\nsubjectAltName={san}\n")  # fmt: skip
+    _issue(tls, "client", f"/CN={SCRAM_USER}", f"{common}extendedKeyUsage=clientAuth\n")
+    _openssl(["pkcs12", "-export", "-in", "server.pem", "-inkey", "server.key",
+              "-certfile", "ca.pem", "-name", "kafka", "-out", "server.p12",
+              "-passout", f"pass:{keystore_password}"], tls)  # fmt: skip
+    for path in tls.iterdir():
+        path.chmod(0o600)
+
+
+def sasl_ssl_properties(
+    *, host: str, port: int, internal_port: int, controller_port: int, tls: Path,
+    keystore_password: str,
+) -> dict[str, object]:  # fmt: skip
+    """server.properties entries for a SASL_SSL (SCRAM-SHA-512, client certificate
+    required) listener on `port`; the broker and the controller talk PLAINTEXT on loopback."""
+    return {
+        "listeners": f"SASL_SSL://{host}:{port},PLAINTEXT://127.0.0.1:{internal_port},"
+        f"CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"SASL_SSL://{host}:{port},PLAINTEXT://127.0.0.1:{internal_port}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+        "SASL_SSL:SASL_SSL",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": tls / "server.p12",
+        "ssl.keystore.password": keystore_password,
+        "ssl.key.password": keystore_password,
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": tls / "ca.pem",
+        # a SASL_SSL listener asks for client certificates only when told so by name
+        "listener.name.sasl_ssl.ssl.client.auth": "required",
+    }  # fmt: skip
+
+
 class LocalBroker:
     """A single-node KRaft Kafka broker in a child JVM. Use as a context manager, or call
-    `start()` / `stop()`. `bootstrap_servers` is `127.0.0.1:PORT` once started."""
+    `start()` / `stop()`. `bootstrap_servers` is `127.0.0.1:PORT` once started.
+
+    With `sasl_ssl=True` that port is a SASL_SSL listener (SCRAM-SHA-512 and a client
+    certificate, both made at start) and `client_properties` holds what a client needs."""
 
     def __init__(
         self,
@@ -508,7 +597,11 @@ class LocalBroker:
         start_timeout: float = 120.0,
         heap: tuple[str, str] = ("256m", "512m"),
         config: Mapping[str, object] | None = None,
+        sasl_ssl: bool = False,
     ) -> None:
+        self.sasl_ssl = sasl_ssl
+        self.internal_port: int | None = None  # PLAINTEXT on loopback (sasl_ssl only)
+        self.client_properties: dict[str, str] = {}
         self.host = host
         self.port = port
         self.controller_port = controller_port
@@ -562,12 +655,19 @@ class LocalBroker:
             self._pick_ports()
             kraft_dir = self.data_dir / "kraft-logs"
             kraft_dir.mkdir(exist_ok=True)
+            extra = dict(self.extra_config)
+            scram: list[str] = []
+            if self.sasl_ssl:
+                extra = {**self._prepare_sasl_ssl(), **extra}
+                password = self.client_properties["sasl.password"]
+                scram = ["--add-scram",
+                         f"{SCRAM_MECHANISM}=[name={SCRAM_USER},password={password}]"]  # fmt: skip
             props = server_properties(
                 host=self.host,
                 port=self.port,
                 controller_port=self.controller_port,
                 log_dirs=kraft_dir,
-                extra=self.extra_config,
+                extra=extra,
             )
             cfg = self.data_dir / "server.properties"
             _write_properties(cfg, props)
@@ -585,7 +685,7 @@ class LocalBroker:
                 f"{libs}/*",
             ]
             self.cluster_id = _read_cluster_id(kraft_dir) or new_cluster_id()
-            self._format_storage(jvm, cfg)
+            self._format_storage(jvm, cfg, scram)
             self._spawn([*jvm, "kafka.Kafka", str(cfg)])
             self._wait_ready(began)
         except BaseException:
@@ -621,7 +721,44 @@ class LocalBroker:
                 if self.controller_port != self.port:
                     break
 
-    def _format_storage(self, jvm: list[str], cfg: Path) -> None:
+    def _prepare_sasl_ssl(self) -> dict[str, object]:
+        """TLS material and a SCRAM password; server.properties entries for them."""
+        import secrets
+
+        assert self.data_dir is not None and self.port is not None
+        while self.internal_port in (None, self.port, self.controller_port):
+            self.internal_port = free_port("127.0.0.1")
+        tls = self.data_dir / "tls"
+        keystore_password = secrets.token_urlsafe(18)
+        # The SCRAM credential is stored when the storage is formatted, once per data dir: a
+        # kept --data-dir keeps its password (the TLS material is made anew each start).
+        saved = self.data_dir / "scram.password"
+        if not saved.is_file():
+            saved.write_text(secrets.token_urlsafe(18))
+            saved.chmod(0o600)
+        make_tls_material(tls, self.host, keystore_password)
+        self.client_properties = {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": SCRAM_MECHANISM,
+            "sasl.username": SCRAM_USER,
+            "sasl.password": saved.read_text().strip(),
+            "ssl.ca.location": str(tls / "ca.pem"),
+            "ssl.certificate.location": str(tls / "client.pem"),
+            "ssl.key.location": str(tls / "client.key"),
+        }
+        return sasl_ssl_properties(
+            host=self.host, port=self.port, internal_port=self.internal_port,
+            controller_port=self.controller_port, tls=tls, keystore_password=keystore_password,
+        )  # fmt: skip
+
+    @property
+    def probe_servers(self) -> str:
+        """A PLAINTEXT address of this broker for the wire-level readiness probe."""
+        if self.sasl_ssl and self.internal_port is not None:
+            return f"127.0.0.1:{self.internal_port}"
+        return self.bootstrap_servers
+
+    def _format_storage(self, jvm: list[str], cfg: Path, extra: list[str] | None = None) -> None:
         assert self.log_path is not None
         cmd = [
             *jvm,
@@ -632,9 +769,13 @@ class LocalBroker:
             "-c",
             str(cfg),
             "--ignore-formatted",
+            *(extra or []),
         ]
+        shown = " ".join(cmd)
+        if password := self.client_properties.get("sasl.password"):
+            shown = shown.replace(password, "***")  # the log outlives nothing, yet: no secrets
         with open(self.log_path, "ab") as out:
-            out.write(f"$ {' '.join(cmd)}\n".encode())
+            out.write(f"$ {shown}\n".encode())
             out.flush()
             rc = _run_logged(cmd, out, timeout=120)
         if rc != 0:
@@ -692,7 +833,7 @@ class LocalBroker:
             time.sleep(0.1)
         try:
             wait_for_metadata(
-                self.bootstrap_servers,
+                self.probe_servers,
                 timeout=max(5.0, deadline - time.monotonic()),
                 alive=lambda: self.process is not None and self.process.poll() is None,
             )

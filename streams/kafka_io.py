@@ -9,11 +9,16 @@ start; records produced afterwards are left for the next run.
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"  # as streams.stream_config
+from streams import kafka_security
+from streams.kafka_security import DEFAULT_BOOTSTRAP, KafkaClientConfig, KafkaConfigError
+
+__all__ = ["DEFAULT_BOOTSTRAP", "KafkaConfigError", "KafkaUnavailable"]
+
 TOPIC_ALREADY_EXISTS = 36
 # Input topics written with event-time record timestamps (import, simulate) hold history:
 # with the broker's default time retention (7 days) records older than that are deleted at
@@ -23,21 +28,130 @@ HISTORY_TOPIC_CONFIG = {"retention.ms": "-1"}
 _IN_FLIGHT = 2000  # unacknowledged sends before waiting: bounds memory, keeps batches full
 
 
-def bootstrap_default() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP)
+# A command gives up on an unreachable or refusing broker after this long, with one line.
+CONNECT_TIMEOUT = 20.0
+
+# What a function here accepts for "which Kafka": a client config, a bootstrap string
+# (PLAINTEXT unless the environment says otherwise), or None (all from the environment).
+Kafka = KafkaClientConfig | str | None
+
+
+class KafkaUnavailable(RuntimeError):
+    """A client could not connect, authenticate or verify the broker: a one-line reason."""
+
+
+def client_config(kafka: Kafka) -> KafkaClientConfig:
+    if isinstance(kafka, KafkaClientConfig):
+        return kafka
+    return KafkaClientConfig.load(bootstrap=kafka)
 
 
 def add_bootstrap_argument(parser: Any, required: bool = False) -> None:
+    """`--bootstrap` and `--kafka-config`; `config_from_args` turns them into a config."""
     parser.add_argument(
         "--bootstrap",
-        default=None if required else bootstrap_default(),
+        default=None,
+        required=required,
         metavar="HOST:PORT",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
+        help="Kafka bootstrap servers (default: bootstrap.servers of --kafka-config, "
+        "$KAFKA_BOOTSTRAP_SERVERS, or 127.0.0.1:9092)",
+    )
+    kafka_security.add_arguments(parser)
+
+
+def config_from_args(args: Any) -> KafkaClientConfig:
+    """The client config of a command's `--bootstrap` / `--kafka-config` and environment."""
+    return KafkaClientConfig.load(
+        getattr(args, "kafka_config", None), bootstrap=getattr(args, "bootstrap", None)
     )
 
 
+class _FirstError(logging.Handler):
+    """Keeps the first warning or error aiokafka logs while a client starts: the cause that
+    aiokafka's own exception ("Unable to bootstrap from ...") leaves out."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.message is None:
+            with contextlib.suppress(Exception):
+                self.message = record.getMessage()
+
+
+@contextlib.contextmanager
+def _capturing_aiokafka() -> Any:
+    """While a client connects, aiokafka's own retry lines go to `_FirstError` instead of
+    the log: the caller reports one line with the cause."""
+    logger = logging.getLogger("aiokafka")
+    handler = _FirstError()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def explain(cause: str, config: KafkaClientConfig) -> str:
+    """A hint for the usual causes of a failed connection."""
+    text = cause.lower()
+    if "certificate_verify_failed" in text or "certificate verify failed" in text:
+        return "the broker's TLS certificate is not trusted (check ssl.ca.location)"
+    if "authentication" in text or ("sasl" in text and "fail" in text):
+        return "authentication failed (check sasl.username, sasl.password, sasl.mechanism)"
+    if "wrong_version_number" in text or ("ssl" in text and "record" in text):
+        return "TLS handshake failed: the listener may not speak TLS (security.protocol?)"
+    if "refused" in text or "connect call failed" in text or "no answer" in text:
+        return "nothing answers there (is the broker up?)"
+    if "closed" in text or "reset" in text:
+        hint = " (does the listener expect TLS or SASL?)" if not config.tls else ""
+        return f"the broker closed or refused the connection{hint}"
+    return "connection failed"
+
+
+async def start_client(client: Any, config: KafkaClientConfig) -> None:
+    """`await client.start()` bounded by CONNECT_TIMEOUT; any failure to connect,
+    authenticate or verify the broker becomes one KafkaUnavailable line (no secrets)."""
+    from aiokafka.errors import KafkaError
+
+    with _capturing_aiokafka() as first:
+        try:
+            await asyncio.wait_for(client.start(), CONNECT_TIMEOUT)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await _close(client)
+            if isinstance(exc, TimeoutError):
+                cause = f"no answer in {CONNECT_TIMEOUT:.0f}s"
+            else:
+                cause = first.message or str(exc) or type(exc).__name__
+            if config.sasl_password:
+                cause = cause.replace(config.sasl_password, "***")
+            raise KafkaUnavailable(
+                f"cannot connect to Kafka ({config.describe()}): {explain(cause, config)}: "
+                f"{cause}"
+            ) from None
+
+
+async def check_connection(kafka: Kafka) -> None:
+    """Connect, authenticate and fetch the cluster metadata once, then disconnect: a command
+    that hands its clients to a framework (the worker) fails fast with KafkaUnavailable."""
+    config = client_config(kafka)
+    admin = make_admin(config)
+    await start_client(admin, config)
+    await _close(admin)
+
+
+async def _close(client: Any) -> None:
+    close = getattr(client, "stop", None) or client.close
+    with contextlib.suppress(Exception):
+        await close()
+
+
 async def ensure_topics(
-    bootstrap: str,
+    kafka: Kafka,
     topics: Iterable[str],
     partitions: int = 1,
     replication: int = 1,
@@ -45,10 +159,10 @@ async def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet (with `config`) and wait for their leaders;
     return the ones created. Existing topics are left as they are."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = make_admin(kafka)
+    await start_client(admin, client_config(kafka))
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
@@ -84,12 +198,24 @@ async def _wait_for_leaders(admin: Any, topics: list[str], timeout: float = 30.0
         await asyncio.sleep(0.1)
 
 
-def make_producer(bootstrap: str) -> Any:
+def make_admin(kafka: Kafka) -> Any:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    config = client_config(kafka)
+    return AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap, request_timeout_ms=30000, **config.aiokafka_kwargs()
+    )
+
+
+def make_producer(kafka: Kafka) -> Any:
+    """An idempotent producer; start it with `start_client`."""
     from aiokafka import AIOKafkaProducer
 
+    config = client_config(kafka)
     # acks=all + idempotence: a retried send is not written twice.
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=config.bootstrap,
+        **config.aiokafka_kwargs(),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
@@ -129,7 +255,7 @@ class Sender:
 
 
 async def read_to_end(
-    bootstrap: str,
+    kafka: Kafka,
     topics: Iterable[str],
     from_ms: int | None = None,
     on_start: Callable[[int, list[str]], Awaitable[None] | None] | None = None,
@@ -140,14 +266,16 @@ async def read_to_end(
     and the topics that do not exist."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    config = client_config(kafka)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=config.bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        **config.aiokafka_kwargs(),
     )
-    await consumer.start()
+    await start_client(consumer, config)
     try:
         # consumer.topics() fetches the cluster metadata but does not keep it for
         # partitions_for_topic() (only subscriptions do); read the partitions from that fetch.
@@ -199,13 +327,12 @@ async def _maybe_await(result: Awaitable[None] | None) -> None:
         await result
 
 
-async def finite_retention(bootstrap: str, topics: Iterable[str]) -> dict[str, int]:
+async def finite_retention(kafka: Kafka, topics: Iterable[str]) -> dict[str, int]:
     """topic -> retention.ms for the topics whose time retention is finite."""
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = make_admin(kafka)
+    await start_client(admin, client_config(kafka))
     try:
         resources = [
             ConfigResource(ConfigResourceType.TOPIC, t, configs={"retention.ms": None})

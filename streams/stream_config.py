@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+from streams.kafka_security import CONFIG_ENV, DEFAULT_BOOTSTRAP, KafkaClientConfig
+from streams.logs import FORMATS
+
 DEFAULT_APP_ID = "tracking-validator"
 
 
@@ -61,6 +63,23 @@ class StreamConfig:
     produce_timeout: float = 300.0  # a send waits this long through a broker outage
     ingest: bool = True  # False: run the stateful stage only (benchmarks, tests)
     settings: Any = field(default_factory=_default_settings)
+    # Security (SASL/TLS) of every client the worker makes; its bootstrap is kept equal to
+    # `bootstrap` above (set from it when None). See streams.kafka_security.
+    kafka: KafkaClientConfig | None = None
+    # streams.logs: "text" or "json" (one JSON object per line), and the id every line
+    # carries ("" -> <hostname>-<pid>)
+    log_format: str = "text"
+    worker_id: str = ""
+    # the host name other workers and clients reach this worker's web server by (Faust's
+    # web_host; "" -> Faust's default, this machine's name); in compose, the service name
+    web_host: str = ""
+
+    def __post_init__(self) -> None:
+        if self.log_format not in FORMATS:
+            raise ValueError(f"log format {self.log_format!r} is not one of {', '.join(FORMATS)}")
+        if self.kafka is None or self.kafka.bootstrap != self.bootstrap:
+            kafka = self.kafka or KafkaClientConfig(bootstrap=self.bootstrap)
+            object.__setattr__(self, "kafka", kafka.with_bootstrap(self.bootstrap))
 
     @property
     def tracking_events_topic(self) -> str:
@@ -94,14 +113,18 @@ class StreamConfig:
 
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "settings":
+            if f.name in ("settings", "kafka"):
                 continue
             name = ENV_NAMES.get(f.name, f"TRACKING_VALIDATOR_{f.name.upper()}")
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, raw)
-        return cls(settings=Settings.from_env(env), **values)
+        # KAFKA_BOOTSTRAP_SERVERS is read by both; the security settings by KafkaClientConfig
+        # (the file of TRACKING_VALIDATOR_KAFKA_CONFIG wins over the environment, key by key)
+        kafka = KafkaClientConfig.load(env.get(CONFIG_ENV) or None, env=env)
+        values["bootstrap"] = kafka.bootstrap
+        return cls(settings=Settings.from_env(env), kafka=kafka, **values)
 
 
 ENV_NAMES = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"}

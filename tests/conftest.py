@@ -210,3 +210,28 @@ async def create_topic(kafka_admin: object) -> AsyncIterator[CreateTopic]:
     if created:
         with contextlib.suppress(Exception):
             await kafka_admin.delete_topics(created)
+
+
+# ---------------------------------------------------------------- a SASL_SSL broker
+
+
+@pytest.fixture(scope="session")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Path of a client properties file (`--kafka-config`) for a local broker with a SASL_SSL
+    listener (SCRAM-SHA-512 and a client certificate, throwaway CA), as `tracking-validator
+    broker --sasl-ssl` prints it. Always a local broker: an external one has other secrets."""
+    from streams.broker import BrokerError, LocalBroker
+
+    try:
+        broker = LocalBroker(sasl_ssl=True)
+        broker.start()
+    except BrokerError as exc:
+        no_broker(f"local SASL_SSL broker: {exc}")
+    try:
+        path = tmp_path_factory.mktemp("sasl") / "client.properties"
+        lines = [f"bootstrap.servers={broker.bootstrap_servers}"]
+        lines += [f"{key}={value}" for key, value in broker.client_properties.items()]
+        path.write_text("\n".join(lines) + "\n")
+        yield str(path)
+    finally:
+        broker.stop()

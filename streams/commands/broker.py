@@ -2,6 +2,12 @@
 
 Prints `bootstrap.servers=127.0.0.1:PORT` as the first line on stdout once the broker serves
 metadata, then runs until SIGINT or SIGTERM and stops it cleanly. Progress goes to stderr.
+
+With `--sasl-ssl` the port is a SASL_SSL listener (SCRAM-SHA-512, TLS with a throwaway CA and a
+client certificate made at start, removed at exit) and the client properties follow the first
+line on stdout (security.protocol, sasl.mechanism, sasl.username, sasl.password,
+ssl.ca.location, ssl.certificate.location, ssl.key.location): save stdout to a file and give
+it to `--kafka-config`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kafka-version", default=None, help="Apache Kafka version to run (default: 4.1.1)"
+    )
+    parser.add_argument(
+        "--sasl-ssl",
+        action="store_true",
+        help="serve SASL_SSL (SCRAM-SHA-512, throwaway CA) and print the client properties",
     )
     parser.add_argument(
         "--fetch-only",
@@ -56,10 +67,14 @@ def run(args: argparse.Namespace) -> int:
             return 0
 
         previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        broker = LocalBroker(port=args.port, data_dir=args.data_dir, kafka_version=version)
+        broker = LocalBroker(
+            port=args.port, data_dir=args.data_dir, kafka_version=version, sasl_ssl=args.sasl_ssl
+        )
         try:
             broker.start()
             print(f"bootstrap.servers={broker.bootstrap_servers}", flush=True)
+            for key, value in broker.client_properties.items():
+                print(f"{key}={value}", flush=True)
             print(
                 f"tracking-validator broker: ready in {broker.started_in:.1f}s; data dir "
                 f"{broker.data_dir}; log {broker.log_path}; stop with Ctrl-C",

@@ -32,6 +32,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", default=None,
                         help="Kafka to use (env KAFKA_BOOTSTRAP_SERVERS); default: start a "
                         "local broker")
+    parser.add_argument("--kafka-config", metavar="FILE", default=None,
+                        help="client properties for --bootstrap's Kafka (SASL/TLS; see "
+                        "`worker --help`); the KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and "
+                        "KAFKA_SSL_* environment variables work too")
     parser.add_argument("--sample", type=Path, default=INCIDENT,
                         help="JSON Lines file of contract messages (default: the bundled "
                         "incident)")
@@ -91,6 +95,10 @@ class WorkerProcess:
                 stderr=out,
                 env=env,
                 preexec_fn=_die_with_parent,
+                # its own process group: a terminal's Ctrl-C reaches the demo only, which then
+                # stops the worker in order (else the worker could exit first and the demo
+                # would report it as a failure)
+                start_new_session=True,
             )
         finally:
             if opened is not None:
@@ -219,12 +227,22 @@ async def _have_leaders(admin: Any, topics: list[str]) -> bool:
     return True
 
 
-async def _wait_topics(bootstrap: str, topics: list[str], worker: WorkerProcess,
-                       timeout: float = 60.0) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
+def _kafka(args: argparse.Namespace, bootstrap: str) -> Any:
+    """The client config: the local broker is PLAINTEXT; --bootstrap's Kafka takes
+    --kafka-config and the environment (streams.kafka_security)."""
+    from streams.kafka_security import KafkaClientConfig
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    if args._local_broker:
+        return KafkaClientConfig(bootstrap=bootstrap)
+    return KafkaClientConfig.load(args.kafka_config, bootstrap=bootstrap)
+
+
+async def _wait_topics(kafka: Any, topics: list[str], worker: WorkerProcess,
+                       timeout: float = 60.0) -> None:
+    from streams.kafka_io import client_config, make_admin, start_client
+
+    admin = make_admin(kafka)
+    await start_client(admin, client_config(kafka))
     try:
         deadline = time.monotonic() + timeout
         while not await _have_leaders(admin, topics):
@@ -237,14 +255,17 @@ async def _wait_topics(bootstrap: str, topics: list[str], worker: WorkerProcess,
         await admin.close()
 
 
-async def _produce(bootstrap: str, lines: list[bytes], topics: dict[str, str]) -> None:
+async def _produce(kafka: Any, lines: list[bytes], topics: dict[str, str]) -> None:
     import orjson
     from aiokafka import AIOKafkaProducer
 
+    from streams.kafka_io import client_config, start_client
     from streams.samples import topic_of
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
+    config = client_config(kafka)
+    producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap, acks="all", linger_ms=5,
+                                **config.aiokafka_kwargs())  # fmt: skip
+    await start_client(producer, config)
     try:
         pending = []
         for line in lines:
@@ -261,6 +282,8 @@ async def _produce(bootstrap: str, lines: list[bytes], topics: dict[str, str]) -
 async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
                 out: IO[str]) -> int:
     from aiokafka import AIOKafkaConsumer
+
+    from streams.kafka_io import start_client
 
     run_id = uuid.uuid4().hex[:8]
     app_id = f"tracking-validator-demo-{run_id}"
@@ -289,20 +312,25 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
                 "--deadletter-topic", topics["deadletter"],
                 "--commit-interval", "0.5",
                 "--loglevel", "warning",
+                *(["--kafka-config", str(args.kafka_config)]
+                  if args.kafka_config and not args._local_broker else []),
             ],
             log=log_path,
         )
         print(f"worker {app_id} starting (log: {log_path})", file=sys.stderr)
         worker.start()
         try:
-            await _wait_topics(bootstrap, list(topics.values()), worker)
+            kafka = _kafka(args, bootstrap)
+            await _wait_topics(kafka, list(topics.values()), worker)
             consumer = AIOKafkaConsumer(
                 topics["alerts"], topics["deadletter"],
-                bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                bootstrap_servers=kafka.bootstrap, group_id=None, auto_offset_reset="earliest",
+                **kafka.aiokafka_kwargs(),
             )
-            await consumer.start()
+            await start_client(consumer, kafka)
             try:
-                await _produce(bootstrap, lines, topics)
+                print(f"feeding {len(lines)} sample messages...", file=sys.stderr, flush=True)
+                await _produce(kafka, lines, topics)
                 print(f"fed {len(lines)} sample messages from {args.sample}; alerts:",
                       file=sys.stderr)
                 args._starting = False
@@ -385,10 +413,19 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             return 130 if args._signal == signal.SIGINT else 0
+        # Past start-up the alert loop sees `stop` and returns; its clean-up (worker, broker)
+        # must run to the end. (task.result() here, before it finished, raised
+        # InvalidStateError: the traceback after Ctrl-C.)
         stopper.cancel()
-        return task.result()
+        return await task
 
-    return asyncio.run(main())
+    from streams.kafka_io import KafkaConfigError, KafkaUnavailable
+
+    try:
+        return asyncio.run(main())
+    except (KafkaUnavailable, KafkaConfigError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _with_broker(args: argparse.Namespace, bootstrap: str | None,

@@ -20,7 +20,11 @@ import sys
 from typing import Any
 
 from streams.impact import parse_time
-from streams.kafka_io import add_bootstrap_argument
+from streams.kafka_io import (
+    KafkaUnavailable,
+    add_bootstrap_argument,
+    config_from_args,
+)
 from streams.offline import ORDERS, Processor, Summary, paused_gc
 from streams.outputs import dumps
 from streams.progress import Progress
@@ -53,12 +57,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
     """Run the replay; (summary, input topics that do not exist)."""
-    from streams.kafka_io import Sender, ensure_topics, make_producer, read_to_end
+    from streams.kafka_io import Sender, ensure_topics, make_producer, read_to_end, start_client
 
+    kafka = config_from_args(args)
     if args.alerts_topic in (args.labels_topic, args.scans_topic):
         raise ValueError("the alerts topic must not be an input topic")
     await ensure_topics(
-        args.bootstrap, [args.alerts_topic, args.dead_letters_topic], args.partitions,
+        kafka, [args.alerts_topic, args.dead_letters_topic], args.partitions,
         args.replication,
     )  # fmt: skip
     outbox: list[tuple[str, bytes | None, bytes]] = []
@@ -79,8 +84,8 @@ async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
         missing.extend(absent)
 
     from_ms = None if args.from_time is None else int(args.from_time.timestamp() * 1000)
-    producer = make_producer(args.bootstrap)
-    await producer.start()
+    producer = make_producer(kafka)
+    await start_client(producer, kafka)
     try:
         sender = Sender(producer)
 
@@ -91,7 +96,7 @@ async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
 
         with paused_gc(), progress:
             topics = [args.labels_topic, args.scans_topic]
-            async for record in read_to_end(args.bootstrap, topics, from_ms, on_start):
+            async for record in read_to_end(kafka, topics, from_ms, on_start):
                 current_key = record.key
                 processor.feed(record.value, source=record.topic, partition=record.partition,
                                offset=record.offset, key=record.key)  # fmt: skip
@@ -109,7 +114,7 @@ async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
 def run(args: argparse.Namespace) -> int:
     try:
         summary, missing = asyncio.run(replay(args))
-    except ValueError as exc:
+    except (ValueError, KafkaUnavailable) as exc:  # KafkaConfigError is a ValueError
         print(f"replay: {exc}", file=sys.stderr)
         return 2
     for topic in missing:

@@ -22,7 +22,12 @@ from typing import Any
 import orjson
 
 from streams import impact
-from streams.kafka_io import add_bootstrap_argument
+from streams.kafka_io import (
+    KafkaConfigError,
+    KafkaUnavailable,
+    add_bootstrap_argument,
+    config_from_args,
+)
 
 COLORS = {
     "invalid_tracking": "#8c6bb1",
@@ -48,14 +53,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.topic:
-        return asyncio.run(_load_topic(args.bootstrap, args.topic))
+        return asyncio.run(_load_topic(config_from_args(args), args.topic))
     if args.alerts_file == "-":
         return list(impact.read_alerts(sys.stdin.buffer, "<stdin>"))
     with open(args.alerts_file, "rb") as handle:
         return list(impact.read_alerts(handle, args.alerts_file))
 
 
-async def _load_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+async def _load_topic(kafka: Any, topic: str) -> list[dict[str, Any]]:
     from streams.kafka_io import read_to_end
 
     def on_start(total: int, missing: list[str]) -> None:
@@ -63,7 +68,7 @@ async def _load_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
             raise impact.AlertsError(f"no such topic: {', '.join(missing)}")
 
     alerts: list[dict[str, Any]] = []
-    async for record in read_to_end(bootstrap, [topic], on_start=on_start):
+    async for record in read_to_end(kafka, [topic], on_start=on_start):
         alerts.extend(impact.read_alerts([record.value or b""], f"{topic}@{record.offset}"))
     return alerts
 
@@ -71,7 +76,7 @@ async def _load_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     try:
         alerts = _load(args)
-    except (OSError, impact.AlertsError) as exc:
+    except (OSError, impact.AlertsError, KafkaUnavailable, KafkaConfigError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2
     result = impact.assess(alerts, args.since, args.until)

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from streams import kafka_security
 from streams.impact import parse_time
 from streams.progress import Progress
 from streams.simulation import DEFAULT_START, Params, World, lines, serialize, simulate
@@ -67,6 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="one events.jsonl (labels and scans interleaved) instead of two files",
     )
     out.add_argument("--bootstrap", metavar="HOST:PORT", help="also produce to Kafka")
+    kafka_security.add_arguments(out)  # --kafka-config: also produce to Kafka
     out.add_argument("--rate", type=float, default=0.0, help="messages/s to Kafka (0 = max)")
     out.add_argument("--labels-topic", default="labels")
     out.add_argument("--scans-topic", default="scans")
@@ -139,15 +141,17 @@ async def produce(world: World, args: argparse.Namespace) -> int:
         finite_retention,
         make_producer,
         retention_warning,
+        start_client,
     )
 
+    kafka = args.kafka
     topics = {"labels": args.labels_topic, "scans": args.scans_topic}
     config = {"retention.ms": str(args.retention_ms)}
-    await ensure_topics(args.bootstrap, topics.values(), args.partitions, 1, config)
-    if short := await finite_retention(args.bootstrap, topics.values()):
+    await ensure_topics(kafka, topics.values(), args.partitions, 1, config)
+    if short := await finite_retention(kafka, topics.values()):
         print(retention_warning("simulate", short), file=sys.stderr)
-    producer = make_producer(args.bootstrap)
-    await producer.start()
+    producer = make_producer(kafka)
+    await start_client(producer, kafka)
     sender = Sender(producer)
     started = time.monotonic()
     try:
@@ -171,12 +175,17 @@ async def produce(world: World, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.out and not args.bootstrap:
-        print("simulate: give --out DIR and/or --bootstrap HOST:PORT", file=sys.stderr)
+    from streams.kafka_io import KafkaUnavailable, config_from_args
+
+    to_kafka = bool(args.bootstrap or args.kafka_config)
+    if not args.out and not to_kafka:
+        print("simulate: give --out DIR and/or --bootstrap HOST:PORT (or --kafka-config FILE)",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
         params = params_from(args)
-    except ValueError as exc:
+        args.kafka = config_from_args(args) if to_kafka else None
+    except ValueError as exc:  # a KafkaConfigError too
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
     began = time.monotonic()
@@ -190,8 +199,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         for path in write_files(world, Path(args.out), args.combined):
             print(f"wrote {path}", file=sys.stderr)
-    if args.bootstrap:
-        sent = asyncio.run(produce(world, args))
+    if to_kafka:
+        try:
+            sent = asyncio.run(produce(world, args))
+        except KafkaUnavailable as exc:
+            print(f"simulate: {exc}", file=sys.stderr)
+            return 2
         summary += f"; produced {sent} to {args.labels_topic}/{args.scans_topic}"
     print(f"{summary} in {time.monotonic() - began:.1f}s", file=sys.stderr)
     return 0

@@ -32,7 +32,12 @@ from typing import IO, Any
 import orjson
 
 from streams.impact import parse_time
-from streams.kafka_io import add_bootstrap_argument
+from streams.kafka_io import (
+    KafkaConfigError,
+    KafkaUnavailable,
+    add_bootstrap_argument,
+    config_from_args,
+)
 from streams.outputs import rfc3339
 from streams.progress import Progress
 
@@ -122,16 +127,18 @@ async def _import(args: argparse.Namespace, source: IO[bytes], size: int | None)
         finite_retention,
         make_producer,
         retention_warning,
+        start_client,
     )
 
+    kafka = args.kafka
     config = {"retention.ms": str(args.retention_ms)}
-    await ensure_topics(args.bootstrap, [args.topic], args.partitions, args.replication, config)
-    if short := await finite_retention(args.bootstrap, [args.topic]):
+    await ensure_topics(kafka, [args.topic], args.partitions, args.replication, config)
+    if short := await finite_retention(kafka, [args.topic]):
         print(retention_warning("import", short), file=sys.stderr)
     key_field = None if args.key_field.lower() == "none" else args.key_field
     kinds: Counter[str] = Counter()
-    producer = make_producer(args.bootstrap)
-    await producer.start()
+    producer = make_producer(kafka)
+    await start_client(producer, kafka)
     try:
         sender = Sender(producer)
         with Progress(f"import {args.topic}", total=size, unit="records") as progress:
@@ -151,6 +158,11 @@ async def _import(args: argparse.Namespace, source: IO[bytes], size: int | None)
 
 def run_import(args: argparse.Namespace) -> int:
     try:
+        args.kafka = config_from_args(args)
+    except KafkaConfigError as exc:
+        print(f"import: {exc}", file=sys.stderr)
+        return 2
+    try:
         source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
         print(f"import: {exc}", file=sys.stderr)
@@ -159,6 +171,9 @@ def run_import(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     try:
         kinds = asyncio.run(_import(args, source, size))
+    except KafkaUnavailable as exc:
+        print(f"import: {exc}", file=sys.stderr)
+        return 2
     finally:
         if source is not sys.stdin.buffer:
             source.close()
@@ -209,7 +224,7 @@ async def _export(args: argparse.Namespace, out: IO[bytes]) -> int:
     from_ms = None if args.from_time is None else int(args.from_time.timestamp() * 1000)
     count = 0
     with progress:
-        async for record in read_to_end(args.bootstrap, [args.topic], from_ms, on_start):
+        async for record in read_to_end(args.kafka, [args.topic], from_ms, on_start):
             out.write(orjson.dumps(from_record(record)) + b"\n")
             count += 1
             progress.update()
@@ -218,6 +233,11 @@ async def _export(args: argparse.Namespace, out: IO[bytes]) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     try:
+        args.kafka = config_from_args(args)
+    except KafkaConfigError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
+    try:
         out = sys.stdout.buffer if args.file == "-" else open(args.file, "wb")  # noqa: SIM115
     except OSError as exc:
         print(f"export: {exc}", file=sys.stderr)
@@ -225,7 +245,7 @@ def run_export(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     try:
         count = asyncio.run(_export(args, out))
-    except LookupError as exc:
+    except (LookupError, KafkaUnavailable) as exc:
         print(f"export: {exc}", file=sys.stderr)
         return 2
     finally:

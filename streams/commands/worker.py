@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from streams import kafka_security
+from streams.kafka_security import KafkaClientConfig, KafkaConfigError
 from streams.stream_config import ENV_NAMES, StreamConfig
 
 
@@ -51,6 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     opt("--replication", "replication", "replication factor of topics the worker creates",
         type=int)
     opt("--web-port", "web_port", "port of Faust's web server; 0 disables it", type=int)
+    opt("--web-host", "web_host",
+        "host name this worker's web server is reached by (default: this machine's name)")
     opt("--labels-topic", "labels_topic", "input topic of label events")
     opt("--scans-topic", "scans_topic", "input topic of carrier scans")
     opt("--alerts-topic", "alerts_topic", "output topic of alerts")
@@ -72,6 +76,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--max-message-bytes", default=None, type=int,
         help="larger input messages are dead-lettered as too_large "
         "(env TRACKING_VALIDATOR_MAX_MESSAGE_BYTES)")
+    opt("--log-format", "log_format",
+        "log lines as text, or one JSON object each (time, level, logger, message, worker_id)",
+        choices=["text", "json"])
+    opt("--worker-id", "worker_id", "id in every log line (default <hostname>-<pid>)")
+    kafka_security.add_arguments(parser)
     add("--loglevel", "-l", default=os.environ.get("TRACKING_VALIDATOR_LOGLEVEL", "warning"),
         choices=["debug", "info", "warning", "error"], help="log level (default warning)")
 
@@ -81,6 +90,10 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
     changes = {f: getattr(args, f, None) for f in StreamConfig.__dataclass_fields__
                if f != "settings"}
     config = config.with_(**changes)
+    if getattr(args, "kafka_config", None):  # the file wins over the environment, key by key
+        flag = getattr(args, "bootstrap", None)
+        kafka = KafkaClientConfig.load(args.kafka_config, bootstrap=flag)
+        config = config.with_(bootstrap=kafka.bootstrap, kafka=kafka)
     settings_changes: dict[str, Any] = {}
     if getattr(args, "reuse_window", None) is not None:
         settings_changes["reuse_window"] = timedelta(seconds=args.reuse_window)
@@ -92,7 +105,11 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except (KafkaConfigError, ValueError) as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
     return serve(config, loglevel=args.loglevel)
 
 
@@ -101,6 +118,8 @@ def serve(config: StreamConfig, loglevel: str = "warning") -> int:
     import faust
 
     from streams.app import build_app
+    from streams.kafka_io import KafkaUnavailable, check_connection
+    from streams.logs import configure_logging
 
     # uvloop for the worker's loops (main and Faust's consumer thread): measured with
     # benchmarks/pipeline.py, ~1.3x the end-to-end throughput and p50 latency at 1,000
@@ -112,11 +131,22 @@ def serve(config: StreamConfig, loglevel: str = "warning") -> int:
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
+    # One handler for every logger (ours, Faust's, mode's, aiokafka's): Faust's Worker must
+    # not install its own (override_logging=False), or JSON lines would mix with its text.
+    configure_logging(config.log_format, loglevel, config.worker_id or None)
+    # A wrong password, an untrusted CA, a plaintext client against a secured listener or no
+    # broker at all: one line and exit 2 now, not a retry storm or Faust's traceback.
+    try:
+        asyncio.run(check_connection(config.kafka))
+    except KafkaUnavailable as exc:
+        logging.getLogger("streams.worker").error("worker: %s", exc)
+        return 2
     config.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = build_app(config)
     worker = faust.Worker(
         app,
         loglevel=loglevel,
+        override_logging=False,
         quiet=True,  # no banner: stdout stays free for the caller
         stdout=sys.stderr,
         stderr=sys.stderr,
