@@ -4,7 +4,7 @@
 
 One `TrackingState` per tracking key (f"{carrier}:{canonical number}") holds *facts*: the
 labels seen for the number (purchase, void), the scans and the recent event ids (de-dup), and
-per (rule, label) the latest publication of its alert (`Raised`: revision, status, severity).
+per (rule, label) the latest publication of its alert (`Published`: revision, status, severity).
 The *findings* are a function of the facts alone (`findings()`), never of the arrival order.
 After every event the published alerts are brought in line with the findings that event
 changed, and `apply` returns what that takes (contract, "Alert revisions"):
@@ -32,7 +32,7 @@ means the label does not hold at t, and a scan at t belongs to a label purchased
 
 Times are compared in whole epoch seconds (fractions are truncated at decode). Ties: of two
 labels purchased in the same second, the one with the greater label_id counts as the later.
-`invalid_tracking` depends on the label's own number only: raised once, never revised.
+`invalid_tracking` depends on the label's own number only: published once, never revised.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def order_key(event: Event) -> tuple[Any, ...]:
 # msgspec Structs encoded as msgpack arrays (array_like): named fields in memory, no field
 # names in the bytes. gc=False: they hold no reference cycles, so the collector skips them.
 
-class Raised(msgspec.Struct, array_like=True, gc=False):
+class Published(msgspec.Struct, array_like=True, gc=False):
     """The latest publication of one (rule, label) alert: a restart continues from it."""
 
     revision: int  # 1 for the first publication
@@ -151,11 +151,11 @@ class Label(msgspec.Struct, array_like=True, gc=False):
     currency: str | None = None
     invalid: bool = False
     # the latest publication of each rule's alert about this label (attribute = rule name)
-    invalid_tracking: Raised | None = None
-    duplicate_tracking: Raised | None = None
-    previously_used: Raised | None = None
-    destination_mismatch: Raised | None = None
-    voided_label_scanned: Raised | None = None
+    invalid_tracking: Published | None = None
+    duplicate_tracking: Published | None = None
+    previously_used: Published | None = None
+    destination_mismatch: Published | None = None
+    voided_label_scanned: Published | None = None
 
 
 # A scan fact: (occurred_at epoch s, status index in STATUSES, postal code or "", country or "").
@@ -178,10 +178,12 @@ class TrackingState(msgspec.Struct, array_like=True, gc=False, tag=FORMAT):
     def from_bytes(cls, data: bytes) -> TrackingState:
         try:
             return _decode(data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             if data[:3] == b"[1,":
                 return _from_format_1(data)
             version = data[1] if len(data) > 1 and data[0] & 0xF0 == 0x90 else None
+            if version == FORMAT:
+                raise ValueError(f"corrupt TrackingState (format {FORMAT}): {exc}") from None
             raise ValueError(f"unknown TrackingState format {version}: "
                              f"this version reads formats 1 and {FORMAT}") from None
 
@@ -192,7 +194,7 @@ _decode = msgspec.msgpack.Decoder(TrackingState).decode
 
 def _from_format_1(data: bytes) -> TrackingState:
     """Format 1: orjson [1, max_ts, label rows, scans, event ids]; a row ends with rule bits
-    0-4 (raised once, no revisions then) and bit 5 (invalid number)."""
+    0-4 (alerts published, at most once each then) and bit 5 (invalid number)."""
     _, max_ts, rows, scans, event_ids = orjson.loads(data)
     labels: dict[str, Label] = {}
     flags_of: dict[str, int] = {}
@@ -210,7 +212,7 @@ def _from_format_1(data: bytes) -> TrackingState:
             if flags_of[label.label_id] & (1 << bit):
                 finding = found.get((rule, label.label_id))
                 severity = finding[1] if finding else next(iter(ACTIONS[rule]))
-                setattr(label, rule, Raised(1, OPEN, severity))
+                setattr(label, rule, Published(1, OPEN, severity))
     return state
 
 
@@ -355,17 +357,17 @@ Finding = tuple[str, str, Label, list[Label], dict[str, Any]]
 def _publish(finding: Finding, event: Event, alerts: list[dict[str, Any]]) -> None:
     """Publish the finding as open: a new alert, a re-opening or a corrected revision."""
     rule, severity, label, involved, evidence = finding
-    raised = getattr(label, rule)
-    revision = 1 if raised is None else raised.revision + 1
-    setattr(label, rule, Raised(revision, OPEN, severity))
+    published = getattr(label, rule)
+    revision = 1 if published is None else published.revision + 1
+    setattr(label, rule, Published(revision, OPEN, severity))
     alerts.append(_alert(rule, severity, label, involved, event, evidence, revision, OPEN))
 
 
-def _retract(rule: str, label: Label, raised: Raised, event: Event,
+def _retract(rule: str, label: Label, published: Published, event: Event,
              alerts: list[dict[str, Any]]) -> None:
-    revision = raised.revision + 1
-    setattr(label, rule, Raised(revision, RETRACTED, raised.severity))
-    alerts.append(_alert(rule, raised.severity, label, [label], event, {
+    revision = published.revision + 1
+    setattr(label, rule, Published(revision, RETRACTED, published.severity))
+    alerts.append(_alert(rule, published.severity, label, [label], event, {
         "retracted_because": {"event_id": event.event_id, "type": _EVENT_TYPE[type(event)]},
     }, revision, RETRACTED))
 
@@ -377,10 +379,10 @@ def _reconcile(before: dict[tuple[str, str], Finding] | None,
     could only add findings). An open alert whose finding had already gone with dropped facts
     is left alone: only what the event itself removed is retracted."""
     for key, finding in after.items():
-        raised = getattr(finding[2], key[0])
-        if raised is None or raised.status != OPEN:
+        published = getattr(finding[2], key[0])
+        if published is None or published.status != OPEN:
             _publish(finding, event, alerts)
-        elif raised.severity != finding[1] and before is not None:
+        elif published.severity != finding[1] and before is not None:
             was = before.get(key)
             if was is None or was[1] != finding[1]:
                 _publish(finding, event, alerts)
@@ -388,9 +390,9 @@ def _reconcile(before: dict[tuple[str, str], Finding] | None,
         for key, finding in before.items():
             if key not in after:
                 label = finding[2]
-                raised = getattr(label, key[0])
-                if raised is not None and raised.status == OPEN:
-                    _retract(key[0], label, raised, event, alerts)
+                published = getattr(label, key[0])
+                if published is not None and published.status == OPEN:
+                    _retract(key[0], label, published, event, alerts)
 
 
 def _scan_dict(scan: Scan) -> dict[str, Any]:
@@ -551,8 +553,8 @@ def findings(state: TrackingState, settings: Settings) -> dict[tuple[str, str], 
     return out
 
 
-def _is_open(raised: Raised | None) -> bool:
-    return raised is not None and raised.status == OPEN
+def _is_open(published: Published | None) -> bool:
+    return published is not None and published.status == OPEN
 
 
 def _on_scan(state: TrackingState, scan: Scan, event: Event, settings: Settings,
@@ -610,11 +612,11 @@ def _on_scan(state: TrackingState, scan: Scan, event: Event, settings: Settings,
         # raise a warning about one to critical when its seller is another
         last = _last_activity(state.scans, bought)  # type: ignore[arg-type]
         for j in range(owner + 1, len(held)):
-            raised = held[j].duplicate_tracking
-            if _is_open(raised) and raised.severity == "critical":  # type: ignore[union-attr]
+            published = held[j].duplicate_tracking
+            if _is_open(published) and published.severity == "critical":  # type: ignore[union-attr]
                 continue
             found = _duplicate(held, last, j, settings)
-            if found and not (_is_open(raised) and raised.severity == found[1]):  # type: ignore[union-attr]
+            if found and not (_is_open(published) and published.severity == found[1]):  # type: ignore[union-attr]
                 _publish(found, event, alerts)
 
 

@@ -406,6 +406,8 @@ def test_to_bytes_from_bytes_round_trip() -> None:
                     orjson.dumps([7, 0, [], [], []])):
         with pytest.raises(ValueError, match="unknown TrackingState format"):
             TrackingState.from_bytes(unknown)
+    with pytest.raises(ValueError, match="corrupt TrackingState"):
+        TrackingState.from_bytes(data[:-3])
 
 
 def test_stored_format_1_is_read_and_written_back_as_format_2() -> None:
