@@ -285,3 +285,21 @@ def test_any_arrival_order_ends_with_the_offline_open_alerts(data: st.DataObject
     alerts = run(shuffled, PROP, round_trip=data.draw(st.booleans()))
     _well_formed(alerts)
     assert open_set(alerts) == open_set(expected)
+
+
+def test_offline_input_order_summary_counts_distinct_open_alerts() -> None:
+    # the scan first, then its own label: L1's mismatch is published and retracted
+    events = [purchased("L1", 0 * DAY, postal="10001"),
+              scan(11 * DAY, "delivered", "90210", "US"),
+              purchased("L2", 10 * DAY, "s2", postal="90210")]
+    alerts: list[dict[str, Any]] = []
+    processor = Processor(alerts.append, lambda dead: pytest.fail(str(dead)), S, order="input")
+    for offset, event in enumerate(events):
+        processor.feed(_message(event), source="t", partition=0, offset=offset)
+    summary = processor.finish()
+    assert [(a["rule"], a["status"]) for a in alerts] == [
+        ("destination_mismatch", OPEN), ("duplicate_tracking", OPEN),
+        ("destination_mismatch", RETRACTED)]
+    assert summary.alerts == {"duplicate_tracking": 1} and summary.revisions == 1
+    assert "1 alerts (duplicate_tracking=1; 1 revisions)" in summary.line("scan")
+    assert open_set(alerts) == open_set(offline(events, S))
