@@ -110,11 +110,12 @@ def order_key(event: Event) -> tuple[Any, ...]:
 
     Same second: voids first (a void at t: the label does not hold at t), then purchases by
     label_id (the greater is the later) and their facts (the reprint that is kept first),
-    then scans (a scan at t belongs to a label purchased at t).
+    then scans (a scan at t belongs to a label purchased at t) by their facts.
     """
     kind = type(event)
-    if kind is CarrierScan:
-        return (event.event_ts, 2)
+    if kind is CarrierScan:  # then by its facts: which of two is the evidence is not by input
+        return (event.event_ts, 2, _STATUS_INDEX[event.status], event.postal_code or "",
+                event.country or "")
     if kind is LabelPurchased:
         cost = event.cost or {}
         return (event.event_ts, 1, event.label_id, event.seller_id, event.order_id,
