@@ -3,23 +3,36 @@
     state, alerts = apply(state, event, settings)    # state: TrackingState | None
 
 One `TrackingState` per tracking key (f"{carrier}:{canonical number}") holds *facts*: the
-labels seen for the number (purchase, void), the scans, the recent event ids (de-dup) and
-which (rule, label) alerts were already raised. Every event adds its fact, then all rules are
-re-evaluated over the facts and only alerts not raised before are returned. Because the rules
-are computed from the facts and not from the arrival order, a scan that arrives before its
-label, or old history that arrives after newer events, gives the same alerts as the in-order
-stream, with these exceptions (alerts are never retracted):
+labels seen for the number (purchase, void), the scans and the recent event ids (de-dup), and
+per (rule, label) the latest publication of its alert (`Published`: revision, status, severity).
+The *findings* are a function of the facts alone (`findings()`), never of the arrival order.
+After every event the published alerts are brought in line with the findings that event
+changed, and `apply` returns what that takes (contract, "Alert revisions"):
 
-* a scan is attributed to the latest label purchased at or before it *among the labels seen
-  so far*; if a later label of the same number arrives after the scan, the scan moves to it,
-  but an alert already raised for the earlier label (destination_mismatch,
-  voided_label_scanned, or a duplicate it made that label hold) stays;
-* a void that arrives after the duplicate_tracking alert it would have prevented;
-* facts older than the newest event time of the number minus (reuse window + allowed
-  lateness) are dropped, and so are the least recent facts beyond the per-key bounds.
+* a new finding: a new alert, `revision` 1, `status` "open";
+* a finding whose severity changed (another seller's holder arrived late, the void of a
+  holder arrived late): the same `alert_id`, `revision` + 1, "open", the corrected fields;
+* a finding the event removed (a label purchased before a scan arrives after it and takes
+  the scan from the earlier label; a void arrives after the duplicate it cancels): the same
+  `alert_id`, `revision` + 1, "retracted", `evidence.retracted_because` naming the event;
+* a retracted finding that holds again: re-opened with `revision` + 1.
+
+So once every event of a number is applied, in any order, the open alerts are exactly the
+findings of all its facts. Scans only ever add findings (more activity, more scans); only a
+purchase or a void can remove one, so only those compare the findings before and after.
+Facts dropped by expiry or the per-key bounds retract nothing: only an event can. Expiry
+drops facts older than the newest event time of the number minus (reuse window + allowed
+lateness), and the per-key bounds drop the least recent facts beyond them; an event arriving
+later than that no longer meets them.
+
+Event-time order (the offline mode's) publishes every alert once, at revision 1, when events
+are applied by `order_key`: event time, then in one second voids, purchases (by label_id,
+then by their purchase facts), scans. That is the contract's reading of a tie: a void at t
+means the label does not hold at t, and a scan at t belongs to a label purchased at t.
 
 Times are compared in whole epoch seconds (fractions are truncated at decode). Ties: of two
 labels purchased in the same second, the one with the greater label_id counts as the later.
+`invalid_tracking` depends on the label's own number only: published once, never revised.
 """
 
 from __future__ import annotations
@@ -28,14 +41,22 @@ import hashlib
 import time
 from binascii import crc_hqx
 from bisect import bisect_left, bisect_right
-from operator import itemgetter
 from typing import Any
 from zlib import crc32
 
+import msgspec
 import orjson
 
 from streams import schema as _schema
-from streams.events import CarrierScan, Event, LabelPurchased, LabelVoided
+from streams.events import (
+    CARRIER_SCAN,
+    LABEL_PURCHASED,
+    LABEL_VOIDED,
+    CarrierScan,
+    Event,
+    LabelPurchased,
+    LabelVoided,
+)
 from streams.settings import Settings
 
 INVALID_TRACKING = "invalid_tracking"
@@ -45,8 +66,8 @@ DESTINATION_MISMATCH = "destination_mismatch"
 VOIDED_LABEL_SCANNED = "voided_label_scanned"
 RULES = (INVALID_TRACKING, DUPLICATE_TRACKING, PREVIOUSLY_USED, DESTINATION_MISMATCH,
          VOIDED_LABEL_SCANNED)
-_BIT = {rule: 1 << i for i, rule in enumerate(RULES)}
-_INVALID_FLAG = 1 << 5  # label flags: bits 0-4 = rules raised, bit 5 = number failed validation
+OPEN = "open"
+RETRACTED = "retracted"
 
 STATUSES = ("pre_transit", "accepted", "in_transit", "out_for_delivery", "delivered",
             "delivery_attempted", "returned", "exception")
@@ -59,8 +80,10 @@ _AT_DOOR = frozenset({_STATUS_INDEX[s] for s in
 ACTIONS: dict[str, dict[str, list[str]]] = _schema.load("alert")["x-actions"]
 assert set(ACTIONS) == set(RULES), "alert.schema.json x-actions must cover every rule"
 
-_FORMAT = 1  # TrackingState.to_bytes layout version
+FORMAT = 2  # TrackingState.to_bytes layout version (1: orjson rows, read for migration)
 _MAX_EVIDENCE_SCANS = 10
+_EVENT_TYPE = {LabelPurchased: LABEL_PURCHASED, LabelVoided: LABEL_VOIDED,
+               CarrierScan: CARRIER_SCAN}
 
 
 def alert_id(rule: str, tracking_key: str, label_id: str) -> str:
@@ -82,99 +105,142 @@ def rfc3339(ts: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-# What the state knows of one label_id: a list in its stored row's layout, indexed by the
-# names below. A list, not an object with attributes: from_bytes takes the rows orjson
-# parsed and to_bytes hands them back as they are (the round trip was ~25k of the ~92k
-# instructions of a stored-state event; rows save ~4k of it, callgrind). `purchased` is
-# None while only the void is known.
-Label = list[Any]  # [label_id, seller_id, order_id, channel, purchased, voided,
-#                    postal_code, country, amount, currency, flags]
-(LABEL_ID, SELLER_ID, ORDER_ID, CHANNEL, PURCHASED, VOIDED, POSTAL_CODE, COUNTRY, AMOUNT,
- CURRENCY, FLAGS) = range(11)
+def order_key(event: Event) -> tuple[Any, ...]:
+    """The offline mode's event-time order: sorted by this, no alert is ever revised.
+
+    Same second: voids first (a void at t: the label does not hold at t), then purchases by
+    label_id (the greater is the later) and their facts (the reprint that is kept first),
+    then scans (a scan at t belongs to a label purchased at t) by their facts.
+    """
+    kind = type(event)
+    if kind is CarrierScan:  # then by its facts: which of two is the evidence is not by input
+        return (event.event_ts, 2, _STATUS_INDEX[event.status], event.postal_code or "",
+                event.country or "")
+    if kind is LabelPurchased:
+        cost = event.cost or {}
+        return (event.event_ts, 1, event.label_id, event.seller_id, event.order_id,
+                event.channel or "", event.ship_to_postal_code, event.ship_to_country,
+                cost.get("amount", ""), cost.get("currency", ""))
+    return (event.event_ts, 0, event.label_id)
 
 
-def new_label(label_id: str, seller_id: str = "", order_id: str = "",
-              channel: str | None = None, purchased: int | None = None,
-              voided: int | None = None, postal_code: str = "", country: str = "",
-              amount: str | None = None, currency: str | None = None, flags: int = 0,
-              ) -> Label:
-    return [label_id, seller_id, order_id, channel, purchased, voided, postal_code, country,
-            amount, currency, flags]
+# --- the stored state -----------------------------------------------------------------------
+# msgspec Structs encoded as msgpack arrays (array_like): named fields in memory, no field
+# names in the bytes. gc=False: they hold no reference cycles, so the collector skips them.
+
+class Published(msgspec.Struct, array_like=True, gc=False):
+    """The latest publication of one (rule, label) alert: a restart continues from it."""
+
+    revision: int  # 1 for the first publication
+    status: str  # OPEN or RETRACTED
+    severity: str
 
 
-def _facts(label: Label) -> tuple[Any, ...]:
-    """The purchase facts, compared to pick one of two reprints deterministically."""
-    return (label[PURCHASED], label[SELLER_ID], label[ORDER_ID], label[CHANNEL] or "",
-            label[POSTAL_CODE], label[COUNTRY], label[AMOUNT] or "", label[CURRENCY] or "")
+class Label(msgspec.Struct, array_like=True, gc=False):
+    """What the state knows of one label_id. `purchased` is None while only its void is
+    known; `invalid`: its number failed validation (it takes no part in the other rules)."""
+
+    label_id: str
+    seller_id: str = ""
+    order_id: str = ""
+    channel: str | None = None
+    purchased: int | None = None  # epoch seconds
+    voided: int | None = None  # the earliest void, epoch seconds
+    postal_code: str = ""  # ship_to
+    country: str = ""
+    amount: str | None = None  # cost
+    currency: str | None = None
+    invalid: bool = False
+    # the latest publication of each rule's alert about this label (attribute = rule name)
+    invalid_tracking: Published | None = None
+    duplicate_tracking: Published | None = None
+    previously_used: Published | None = None
+    destination_mismatch: Published | None = None
+    voided_label_scanned: Published | None = None
 
 
-_facts_order = itemgetter(PURCHASED, LABEL_ID)  # held labels: oldest first, ties by label_id
+# A scan fact: (occurred_at epoch s, status index in STATUSES, postal code or "", country or "").
+Scan = tuple[int, int, str, str]
+
+
+class TrackingState(msgspec.Struct, array_like=True, gc=False, tag=FORMAT):
+    """Facts for one tracking key. The bytes are msgpack [FORMAT, max_ts, labels, scans,
+    event_ids]: the tag is the format version."""
+
+    max_ts: int = 0  # newest event time seen for the key: drives expiry
+    labels: dict[str, Label] = {}  # label_id -> Label
+    scans: list[Scan] = []  # sorted, unique
+    event_ids: list[int] = []  # event_hash() of the recent events, oldest first
+
+    def to_bytes(self) -> bytes:
+        return _encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TrackingState:
+        try:
+            return _decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            if data[:3] == b"[1,":
+                return _from_format_1(data)
+            version = data[1] if len(data) > 1 and data[0] & 0xF0 == 0x90 else None
+            if version == FORMAT:
+                raise ValueError(f"corrupt TrackingState (format {FORMAT}): {exc}") from None
+            raise ValueError(f"unknown TrackingState format {version}: "
+                             f"this version reads formats 1 and {FORMAT}") from None
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(TrackingState).decode
+
+
+def _from_format_1(data: bytes) -> TrackingState:
+    """Format 1: orjson [1, max_ts, label rows, scans, event ids]; a row ends with rule bits
+    0-4 (alerts published, at most once each then) and bit 5 (invalid number)."""
+    _, max_ts, rows, scans, event_ids = orjson.loads(data)
+    labels: dict[str, Label] = {}
+    flags_of: dict[str, int] = {}
+    for row in rows:
+        *facts, flags = row
+        label = Label(*facts, invalid=bool(flags & 32))
+        labels[label.label_id] = label
+        flags_of[label.label_id] = flags
+    state = TrackingState(max_ts, labels, [tuple(s) for s in scans], event_ids)
+    # format 1 kept no severity: take the one the facts give (default settings), else the
+    # rule's only or first severity
+    found = findings(state, Settings())
+    for label in labels.values():
+        for bit, rule in enumerate(RULES):
+            if flags_of[label.label_id] & (1 << bit):
+                finding = found.get((rule, label.label_id))
+                severity = finding[1] if finding else next(iter(ACTIONS[rule]))
+                setattr(label, rule, Published(1, OPEN, severity))
+    return state
 
 
 def describe(label: Label) -> dict[str, Any]:
     """The label as an alert's `labels` entry."""
-    purchased = label[PURCHASED]
+    purchased = label.purchased
     return {
-        "label_id": label[LABEL_ID], "seller_id": label[SELLER_ID],
-        "order_id": label[ORDER_ID], "channel": label[CHANNEL],
+        "label_id": label.label_id, "seller_id": label.seller_id,
+        "order_id": label.order_id, "channel": label.channel,
         "purchased_at": rfc3339(purchased) if purchased is not None else None,
-        "cost": None if label[AMOUNT] is None
-        else {"amount": label[AMOUNT], "currency": label[CURRENCY]},
+        "cost": None if label.amount is None
+        else {"amount": label.amount, "currency": label.currency},
     }
 
 
-_new = object.__new__
-_dumps = orjson.dumps
-_loads = orjson.loads
+def _facts(label: Label) -> tuple[Any, ...]:
+    """The purchase facts, compared to pick one of two reprints deterministically."""
+    return (label.purchased, label.seller_id, label.order_id, label.channel or "",
+            label.postal_code, label.country, label.amount or "", label.currency or "")
 
 
-# A scan fact: (occurred_at epoch s, status index, postal code or "", country or "").
-Scan = tuple[int, int, str, str]
-
-
-class TrackingState:
-    """Facts for one tracking key; compact and serialisable with orjson."""
-
-    __slots__ = ("event_ids", "labels", "max_ts", "scans")
-
-    def __init__(self, max_ts: int = 0, labels: dict[str, Label] | None = None,
-                 scans: list[Scan] | None = None, event_ids: list[int] | None = None) -> None:
-        self.max_ts = max_ts  # newest event time seen for the key: drives expiry
-        self.labels: dict[str, Label] = {} if labels is None else labels  # label rows
-        self.scans: list[Scan] = [] if scans is None else scans  # sorted, unique
-        self.event_ids: list[int] = [] if event_ids is None else event_ids  # oldest first
-
-    def to_bytes(self) -> bytes:
-        return _dumps([_FORMAT, self.max_ts, list(self.labels.values()), self.scans,
-                       self.event_ids])
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> TrackingState:
-        fmt, max_ts, rows, scans, event_ids = _loads(data)
-        if fmt != _FORMAT:
-            raise ValueError(f"unknown TrackingState format {fmt}")
-        state = _new(cls)
-        state.max_ts = max_ts
-        # most numbers have one label: a dict display costs a fifth of the comprehension's
-        # call (callgrind)
-        state.labels = ({rows[0][LABEL_ID]: rows[0]} if len(rows) == 1
-                        else {row[LABEL_ID]: row for row in rows})
-        state.scans = list(map(tuple, scans))  # tuples: they compare with the scan facts
-        state.event_ids = event_ids
-        return state
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TrackingState) and self.to_bytes() == other.to_bytes()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"TrackingState({self.max_ts}, {list(self.labels.values())}, {self.scans})"
-
+# --- apply ----------------------------------------------------------------------------------
 
 def apply(state: TrackingState | None, event: Event, settings: Settings,
           ) -> tuple[TrackingState | None, list[dict[str, Any]]]:
-    """Add the event's fact to the state of its key and return (new state, new alerts).
+    """Add the event's fact to the state of its key; return (new state, alerts to publish):
+    new alerts and revisions of alerts already published for this key.
 
     The state object is updated in place and returned; None means nothing is left to keep.
     """
@@ -206,55 +272,128 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
                 scans.insert(i, scan)
                 _on_scan(state, scan, event, settings, alerts)
     elif kind is LabelPurchased:
-        if _add_purchase(state, event, alerts):
-            evaluate(state, event, settings, alerts)
+        _on_purchase(state, event, settings, alerts)
     elif kind is LabelVoided:
-        label = state.labels.get(event.label_id)
-        if label is None:
-            state.labels[event.label_id] = new_label(event.label_id, voided=event.event_ts)
-        elif label[VOIDED] is None or event.event_ts < label[VOIDED]:
-            label[VOIDED] = event.event_ts  # the earliest void counts
-            _on_void(state, label, event, alerts)
+        _on_void(state, event, settings, alerts)
     else:
         raise TypeError(f"not an event: {event!r}")
     return _expire(state, settings), alerts
 
 
-def _add_purchase(state: TrackingState, event: LabelPurchased, alerts: list[dict[str, Any]],
-                  ) -> bool:
-    """Record the purchase; True when the facts the other rules read have changed."""
+def _on_purchase(state: TrackingState, event: LabelPurchased, settings: Settings,
+                 alerts: list[dict[str, Any]]) -> None:
     cost = event.cost
-    new = [event.label_id, event.seller_id, event.order_id, event.channel, event.event_ts,
-           None, event.ship_to_postal_code, event.ship_to_country,
-           cost["amount"] if cost else None, cost["currency"] if cost else None,
-           0 if event.validation.valid else _INVALID_FLAG]  # new_label(), inlined
-    old = state.labels.get(event.label_id)
-    changed = True
+    new = Label(event.label_id, event.seller_id, event.order_id, event.channel,
+                event.event_ts, None, event.ship_to_postal_code, event.ship_to_country,
+                cost["amount"] if cost else None, cost["currency"] if cost else None,
+                not event.validation.valid)
+    labels = state.labels
+    old = labels.get(event.label_id)
+    if old is None and not labels and not state.scans:
+        labels[event.label_id] = new  # a number's first fact: no rule but invalid_tracking
+        if new.invalid:
+            _raise_invalid(new, event, alerts)
+        return
+    # Findings before the purchase, when it can remove one: it takes scans from an earlier
+    # label, or changes the holders of a later one.
+    p = event.event_ts
+    before = None
+    if old is not None or (state.scans and state.scans[-1][0] >= p) or any(
+            lb.purchased is not None and lb.purchased >= p for lb in labels.values()):
+        before = findings(state, settings)
     if old is None:
-        state.labels[event.label_id] = label = new
-    elif old[PURCHASED] is None:  # only its void was known
-        new[VOIDED] = old[VOIDED]
-        new[FLAGS] |= old[FLAGS]
-        state.labels[event.label_id] = label = new
+        labels[event.label_id] = label = new
+    elif old.purchased is None:  # only its void was known: the purchase fills it in
+        label = old
+        for name in _PURCHASE_FIELDS:
+            setattr(old, name, getattr(new, name))
+        old.invalid = new.invalid
     else:
         # A reprint: the same label, not a duplicate. Keep one purchase deterministically
         # (the earliest, then the smaller facts) so arrival order does not matter.
         label = old
-        changed = _facts(new) < _facts(old)
-        if changed:
-            for i in (SELLER_ID, ORDER_ID, CHANNEL, PURCHASED, POSTAL_CODE, COUNTRY, AMOUNT,
-                      CURRENCY):
-                old[i] = new[i]
-    if label[FLAGS] & _INVALID_FLAG:
-        if not label[FLAGS] & _BIT[INVALID_TRACKING]:
-            label[FLAGS] |= _BIT[INVALID_TRACKING]
-            check = event.validation
-            alerts.append(_alert(INVALID_TRACKING, "warning", label, [label], event, {
-                "reason": check.reason, "format": check.format, "carrier": event.carrier,
-                "tracking_number_received": event.tracking_number,
-            }))
-        return False  # an invalid label takes no part in the other rules
-    return changed
+        if not _facts(new) < _facts(old):
+            return
+        for name in _PURCHASE_FIELDS:
+            setattr(old, name, getattr(new, name))
+    if label.invalid:
+        if label.invalid_tracking is None:
+            _raise_invalid(label, event, alerts)
+        return
+    _reconcile(before, findings(state, settings), event, alerts)
+
+
+_PURCHASE_FIELDS = ("seller_id", "order_id", "channel", "purchased", "postal_code", "country",
+                    "amount", "currency")
+
+
+def _raise_invalid(label: Label, event: LabelPurchased, alerts: list[dict[str, Any]]) -> None:
+    check = event.validation
+    _publish((INVALID_TRACKING, "warning", label, [label], {
+        "reason": check.reason, "format": check.format, "carrier": event.carrier,
+        "tracking_number_received": event.tracking_number,
+    }), event, alerts)
+
+
+def _on_void(state: TrackingState, event: LabelVoided, settings: Settings,
+             alerts: list[dict[str, Any]]) -> None:
+    label = state.labels.get(event.label_id)
+    if label is None:
+        state.labels[event.label_id] = Label(event.label_id, voided=event.event_ts)
+        return
+    if label.voided is not None and label.voided <= event.event_ts:
+        return  # the earliest void counts
+    if label.purchased is None or label.invalid:
+        label.voided = event.event_ts
+        return
+    before = findings(state, settings)
+    label.voided = event.event_ts
+    _reconcile(before, findings(state, settings), event, alerts)
+
+
+# A finding: (rule, severity, the label it is about, the labels involved, evidence).
+Finding = tuple[str, str, Label, list[Label], dict[str, Any]]
+
+
+def _publish(finding: Finding, event: Event, alerts: list[dict[str, Any]]) -> None:
+    """Publish the finding as open: a new alert, a re-opening or a corrected revision."""
+    rule, severity, label, involved, evidence = finding
+    published = getattr(label, rule)
+    revision = 1 if published is None else published.revision + 1
+    setattr(label, rule, Published(revision, OPEN, severity))
+    alerts.append(_alert(rule, severity, label, involved, event, evidence, revision, OPEN))
+
+
+def _retract(rule: str, label: Label, published: Published, event: Event,
+             alerts: list[dict[str, Any]]) -> None:
+    revision = published.revision + 1
+    setattr(label, rule, Published(revision, RETRACTED, published.severity))
+    alerts.append(_alert(rule, published.severity, label, [label], event, {
+        "retracted_because": {"event_id": event.event_id, "type": _EVENT_TYPE[type(event)]},
+    }, revision, RETRACTED))
+
+
+def _reconcile(before: dict[tuple[str, str], Finding] | None,
+               after: dict[tuple[str, str], Finding], event: Event,
+               alerts: list[dict[str, Any]]) -> None:
+    """Publish what the event changed between the findings before and after it (None: it
+    could only add findings). An open alert whose finding had already gone with dropped facts
+    is left alone: only what the event itself removed is retracted."""
+    for key, finding in after.items():
+        published = getattr(finding[2], key[0])
+        if published is None or published.status != OPEN:
+            _publish(finding, event, alerts)
+        elif published.severity != finding[1] and before is not None:
+            was = before.get(key)
+            if was is None or was[1] != finding[1]:
+                _publish(finding, event, alerts)
+    if before:
+        for key, finding in before.items():
+            if key not in after:
+                label = finding[2]
+                published = getattr(label, key[0])
+                if published is not None and published.status == OPEN:
+                    _retract(key[0], label, published, event, alerts)
 
 
 def _scan_dict(scan: Scan) -> dict[str, Any]:
@@ -267,20 +406,23 @@ def _postal(code: str, prefix: int) -> str:
 
 
 def _alert(rule: str, severity: str, label: Label, labels: list[Label], event: Event,
-           evidence: dict[str, Any]) -> dict[str, Any]:
+           evidence: dict[str, Any], revision: int, status: str) -> dict[str, Any]:
     return {
-        "alert_id": alert_id(rule, event.key, label[LABEL_ID]),
+        "alert_id": alert_id(rule, event.key, label.label_id),
         "rule": rule,
         "severity": severity,
-        "label_id": label[LABEL_ID],
-        "seller_id": label[SELLER_ID],
-        "order_id": label[ORDER_ID],
+        "label_id": label.label_id,
+        "seller_id": label.seller_id,
+        "order_id": label.order_id,
         "tracking_number": event.number,
         "carrier": event.carrier,
         "event_time": rfc3339(event.event_ts),
         "labels": [describe(lb) for lb in labels],
         "evidence": evidence,
-        "actions": list(ACTIONS[rule][severity]),
+        # a retracted alert asks for nothing any more
+        "actions": list(ACTIONS[rule][severity]) if status == OPEN else [],
+        "status": status,
+        "revision": revision,
     }
 
 
@@ -288,18 +430,15 @@ def _alert(rule: str, severity: str, label: Label, labels: list[Label], event: E
 # `held` is the labels taking part (purchased, valid number), oldest first, ties by label_id;
 # `bought` their purchase times. A scan belongs to held[bisect_right(bought, ts) - 1].
 
-_DUP = _BIT[DUPLICATE_TRACKING]
-_PREV = _BIT[PREVIOUSLY_USED]
-_DEST = _BIT[DESTINATION_MISMATCH]
-_VOID = _BIT[VOIDED_LABEL_SCANNED]
-
-
 def _held(state: TrackingState) -> list[Label]:
-    held = [lb for lb in state.labels.values()
-            if lb[PURCHASED] is not None and not lb[FLAGS] & _INVALID_FLAG]
+    held = [lb for lb in state.labels.values() if lb.purchased is not None and not lb.invalid]
     if len(held) > 1:
-        held.sort(key=_facts_order)
+        held.sort(key=_held_order)
     return held
+
+
+def _held_order(label: Label) -> tuple[int, str]:
+    return label.purchased, label.label_id  # type: ignore[return-value]
 
 
 def _last_activity(scans: list[Scan], bought: list[int]) -> list[int]:
@@ -312,181 +451,177 @@ def _last_activity(scans: list[Scan], bought: list[int]) -> list[int]:
     return last
 
 
-def _duplicate(held: list[Label], last: list[int], j: int, event: Event, settings: Settings,
-               alerts: list[dict[str, Any]]) -> None:
+def _duplicate(held: list[Label], last: list[int], j: int, settings: Settings,
+               ) -> Finding | None:
     label = held[j]
-    t = label[PURCHASED]
+    t = label.purchased
+    assert t is not None
     window = settings.reuse_window_s
     # Earlier labels own no scan at or after t (it would belong to a later label), so their
     # overall last activity is their last activity up to t.
     holders = [i for i in range(j)
-               if (held[i][VOIDED] is None or held[i][VOIDED] > t) and t - last[i] < window]
+               if (held[i].voided is None or held[i].voided > t) and t - last[i] < window]
     if not holders:
-        return
-    label[FLAGS] |= _DUP
-    other = any(held[i][SELLER_ID] != label[SELLER_ID] for i in holders)
-    alerts.append(_alert(
-        DUPLICATE_TRACKING, "critical" if other else "warning", label,
-        [held[i] for i in holders] + [label], event, {
-            "holders": [{"label_id": held[i][LABEL_ID], "seller_id": held[i][SELLER_ID],
-                         "last_activity": rfc3339(last[i])} for i in holders],
-            "other_seller": other,
-            "reuse_window_seconds": window,
-        }))
+        return None
+    other = any(held[i].seller_id != label.seller_id for i in holders)
+    return (DUPLICATE_TRACKING, "critical" if other else "warning", label,
+            [held[i] for i in holders] + [label], {
+                "holders": [{"label_id": held[i].label_id, "seller_id": held[i].seller_id,
+                             "last_activity": rfc3339(last[i])} for i in holders],
+                "other_seller": other,
+                "reuse_window_seconds": window,
+            })
 
 
-def _previously_used(state: TrackingState, held: list[Label], bought: list[int], j: int,
-                     event: Event, settings: Settings, alerts: list[dict[str, Any]]) -> None:
+def _previously_used(scans: list[Scan], held: list[Label], bought: list[int], j: int,
+                     settings: Settings) -> Finding | None:
     label = held[j]
-    t = label[PURCHASED]
-    scans = state.scans
+    t = bought[j]
     window = settings.reuse_window_s
     # accepted-or-later scans with skew < t - occurred_at < window
     lo = bisect_right(scans, (t - window, len(STATUSES)))
     hi = bisect_left(scans, (t - settings.clock_skew_s, -1))
     used = [scans[k] for k in range(lo, hi) if scans[k][1] >= _ACCEPTED]
     if not used:
-        return
-    label[FLAGS] |= _PREV
+        return None
     involved = sorted({o for o in (bisect_right(bought, s[0]) - 1 for s in used) if o >= 0})
-    alerts.append(_alert(
-        PREVIOUSLY_USED, "critical", label, [held[i] for i in involved] + [label], event, {
-            "scans": [_scan_dict(s) for s in used[:_MAX_EVIDENCE_SCANS]],
-            "clock_skew_seconds": settings.clock_skew_s,
-            "reuse_window_seconds": window,
-        }))
+    return (PREVIOUSLY_USED, "critical", label, [held[i] for i in involved] + [label], {
+        "scans": [_scan_dict(s) for s in used[:_MAX_EVIDENCE_SCANS]],
+        "clock_skew_seconds": settings.clock_skew_s,
+        "reuse_window_seconds": window,
+    })
 
 
-def _destination(label: Label, scan: Scan, event: Event, settings: Settings,
-                 alerts: list[dict[str, Any]]) -> None:
+def _destination(label: Label, scan: Scan, settings: Settings) -> Finding | None:
     if scan[1] not in _AT_DOOR or not (scan[2] or scan[3]):
-        return
+        return None
     prefix = settings.postal_prefix
-    if scan[3] and scan[3] != label[COUNTRY]:
+    if scan[3] and scan[3] != label.country:
         compared = "country"
-    elif (scan[2] and scan[2] != label[POSTAL_CODE]  # equal codes: equal prefixes, at once
-          and _postal(scan[2], prefix) != _postal(label[POSTAL_CODE], prefix)):
+    elif (scan[2] and scan[2] != label.postal_code  # equal codes: equal prefixes, at once
+          and _postal(scan[2], prefix) != _postal(label.postal_code, prefix)):
         compared = "postal_prefix"
     else:
-        return
-    label[FLAGS] |= _DEST
-    alerts.append(_alert(DESTINATION_MISMATCH, "warning", label, [label], event, {
+        return None
+    return (DESTINATION_MISMATCH, "warning", label, [label], {
         "scan": _scan_dict(scan),
-        "ship_to": {"postal_code": label[POSTAL_CODE], "country": label[COUNTRY]},
+        "ship_to": {"postal_code": label.postal_code, "country": label.country},
         "compared": compared,
         "postal_prefix": prefix,
-    }))
+    })
 
 
-def _voided_scanned(label: Label, scan: Scan, event: Event,
-                    alerts: list[dict[str, Any]]) -> None:
-    voided = label[VOIDED]
+def _voided_scanned(label: Label, scan: Scan) -> Finding | None:
+    voided = label.voided
     if voided is None or scan[1] < _ACCEPTED or not voided < scan[0]:
-        return
-    label[FLAGS] |= _VOID
-    alerts.append(_alert(VOIDED_LABEL_SCANNED, "warning", label, [label], event, {
+        return None
+    return (VOIDED_LABEL_SCANNED, "warning", label, [label], {
         "voided_at": rfc3339(voided),
         "scan": _scan_dict(scan),
-    }))
+    })
 
 
-def evaluate(state: TrackingState, event: Event, settings: Settings,
-             alerts: list[dict[str, Any]]) -> None:
-    """Raise every rule the facts support that was not raised for its label yet.
+def findings(state: TrackingState, settings: Settings) -> dict[tuple[str, str], Finding]:
+    """Every finding the facts support, (rule, label_id) -> Finding; invalid_tracking aside.
 
-    Run after a purchase (it can change which label every scan belongs to); scans and voids
-    take the incremental paths below, which tests prove never miss what this finds.
+    Run around purchases and voids (they can move scans and holds); scans take the
+    incremental path of `_on_scan`, which tests prove keeps the open alerts equal to this.
     """
     scans = state.scans
     if not scans and len(state.labels) < 2:
-        return  # a first label and no scans: every rule needs a scan or a second label
+        return {}  # a first label and no scans: every rule needs a scan or a second label
     held = _held(state)
     if not held:
-        return
-    bought = [lb[PURCHASED] for lb in held]
-    last = _last_activity(scans, bought)
+        return {}
+    out: dict[tuple[str, str], Finding] = {}
+    bought = [lb.purchased for lb in held]
+    last = _last_activity(scans, bought)  # type: ignore[arg-type]
     for j, label in enumerate(held):
-        if j and not label[FLAGS] & _DUP:
-            _duplicate(held, last, j, event, settings, alerts)
-        if scans and not label[FLAGS] & _PREV:
-            _previously_used(state, held, bought, j, event, settings, alerts)
-    for scan in scans:
+        if j and (found := _duplicate(held, last, j, settings)):
+            out[DUPLICATE_TRACKING, label.label_id] = found
+        if scans and (found := _previously_used(scans, held, bought, j, settings)):
+            out[PREVIOUSLY_USED, label.label_id] = found
+    for scan in scans:  # the earliest scan that shows it is the evidence
         owner = bisect_right(bought, scan[0]) - 1
         if owner >= 0:
             label = held[owner]
-            if not label[FLAGS] & _DEST:
-                _destination(label, scan, event, settings, alerts)
-            if not label[FLAGS] & _VOID:
-                _voided_scanned(label, scan, event, alerts)
+            if ((DESTINATION_MISMATCH, label.label_id) not in out
+                    and (found := _destination(label, scan, settings))):
+                out[DESTINATION_MISMATCH, label.label_id] = found
+            if ((VOIDED_LABEL_SCANNED, label.label_id) not in out
+                    and (found := _voided_scanned(label, scan))):
+                out[VOIDED_LABEL_SCANNED, label.label_id] = found
+    return out
+
+
+def _is_open(published: Published | None) -> bool:
+    return published is not None and published.status == OPEN
 
 
 def _on_scan(state: TrackingState, scan: Scan, event: Event, settings: Settings,
              alerts: list[dict[str, Any]]) -> None:
-    """What one new scan can raise; nothing else about the facts changed."""
+    """What one new scan can add (a scan never removes a finding: it moves no scan to
+    another label and only adds activity, so holds and severities only grow)."""
     labels = state.labels
     if len(labels) == 1:
         # Most numbers have one label: the general path below with held == [label], minus
-        # the lists and bisects (tests check both paths against full re-evaluation).
+        # the lists and bisects (tests check both paths against `findings`).
         for label in labels.values():
-            p = label[PURCHASED]
-            flags = label[FLAGS]
-            if p is None or flags & _INVALID_FLAG:
+            p = label.purchased
+            if p is None or label.invalid:
                 return
             ts = scan[0]
-            if (scan[1] >= _ACCEPTED and not flags & _PREV
+            if (scan[1] >= _ACCEPTED and not _is_open(label.previously_used)
                     and ts + settings.clock_skew_s < p < ts + settings.reuse_window_s):
-                _previously_used(state, [label], [p], 0, event, settings, alerts)
+                found = _previously_used(state.scans, [label], [p], 0, settings)
+                if found:
+                    _publish(found, event, alerts)
             if p <= ts:  # the scan belongs to the label
-                if not label[FLAGS] & _DEST and scan[1] in _AT_DOOR:
-                    _destination(label, scan, event, settings, alerts)
-                if label[VOIDED] is not None and not label[FLAGS] & _VOID:
-                    _voided_scanned(label, scan, event, alerts)
+                if scan[1] in _AT_DOOR and not _is_open(label.destination_mismatch):
+                    found = _destination(label, scan, settings)
+                    if found:
+                        _publish(found, event, alerts)
+                if label.voided is not None and not _is_open(label.voided_label_scanned):
+                    found = _voided_scanned(label, scan)
+                    if found:
+                        _publish(found, event, alerts)
         return
     held = _held(state)
     if not held:
         return
     ts = scan[0]
-    bought = [lb[PURCHASED] for lb in held]
+    bought = [lb.purchased for lb in held]
     if scan[1] >= _ACCEPTED:
         # previously_used for labels purchased skew < p - ts < window after it
         lo = bisect_right(bought, ts + settings.clock_skew_s)
         hi = bisect_left(bought, ts + settings.reuse_window_s)
         for j in range(lo, hi):
-            if not held[j][FLAGS] & _PREV:
-                _previously_used(state, held, bought, j, event, settings, alerts)
+            if not _is_open(held[j].previously_used):
+                found = _previously_used(state.scans, held, bought, j, settings)  # type: ignore[arg-type]
+                if found:
+                    _publish(found, event, alerts)
     owner = bisect_right(bought, ts) - 1
     if owner < 0:
         return
     label = held[owner]
-    if not label[FLAGS] & _DEST:
-        _destination(label, scan, event, settings, alerts)
-    if not label[FLAGS] & _VOID:
-        _voided_scanned(label, scan, event, alerts)
+    if not _is_open(label.destination_mismatch) and (found := _destination(label, scan, settings)):
+        _publish(found, event, alerts)
+    if not _is_open(label.voided_label_scanned) and (found := _voided_scanned(label, scan)):
+        _publish(found, event, alerts)
     if owner + 1 < len(held):
-        # the owner's last activity may have grown: it may now hold at later purchases
-        last = _last_activity(state.scans, bought)
+        # the owner's last activity may have grown: it may now hold at later purchases, and
+        # raise a warning about one to critical when its seller is another
+        last = _last_activity(state.scans, bought)  # type: ignore[arg-type]
         for j in range(owner + 1, len(held)):
-            if not held[j][FLAGS] & _DUP:
-                _duplicate(held, last, j, event, settings, alerts)
+            published = held[j].duplicate_tracking
+            if _is_open(published) and published.severity == "critical":  # type: ignore[union-attr]
+                continue
+            found = _duplicate(held, last, j, settings)
+            if found and not (_is_open(published) and published.severity == found[1]):  # type: ignore[union-attr]
+                _publish(found, event, alerts)
 
 
-def _on_void(state: TrackingState, label: Label, event: Event,
-             alerts: list[dict[str, Any]]) -> None:
-    """An earlier void can only add voided_label_scanned (it never makes a label hold)."""
-    if label[PURCHASED] is None or label[FLAGS] & (_INVALID_FLAG | _VOID):
-        return
-    held = _held(state)
-    bought = [lb[PURCHASED] for lb in held]
-    j = next(i for i, lb in enumerate(held) if lb is label)
-    end = bought[j + 1] if j + 1 < len(held) else None
-    for scan in state.scans:
-        if scan[0] < label[PURCHASED] or (end is not None and scan[0] >= end):
-            continue
-        if bisect_right(bought, scan[0]) - 1 == j:
-            _voided_scanned(label, scan, event, alerts)
-            if label[FLAGS] & _VOID:
-                return
-
+# --- expiry and bounds ----------------------------------------------------------------------
 
 def _expire(state: TrackingState, settings: Settings) -> TrackingState | None:
     """Drop facts too old to matter (event time) and enforce the per-key bounds."""
@@ -501,7 +636,7 @@ def _expire(state: TrackingState, settings: Settings) -> TrackingState | None:
     # Fast path: a label's last activity is at least its purchase/void time.
     stale = False
     for lb in labels.values():
-        if (lb[PURCHASED] or 0) < horizon and (lb[VOIDED] or 0) < horizon:
+        if (lb.purchased or 0) < horizon and (lb.voided or 0) < horizon:
             stale = True
             break
     if stale:
@@ -519,11 +654,12 @@ def _expire(state: TrackingState, settings: Settings) -> TrackingState | None:
 
 def _label_activity(state: TrackingState) -> dict[str, int]:
     """label_id -> last activity (purchase, void, or latest scan belonging to it)."""
-    activity = {lid: max(lb[PURCHASED] or 0, lb[VOIDED] or 0)
+    activity = {lid: max(lb.purchased or 0, lb.voided or 0)
                 for lid, lb in state.labels.items()}
     held = _held(state)
     if held and state.scans:
-        for label, last in zip(held, _last_activity(state.scans, [lb[PURCHASED] for lb in held]),
+        bought = [lb.purchased for lb in held]
+        for label, last in zip(held, _last_activity(state.scans, bought),  # type: ignore[arg-type]
                                strict=True):
-            activity[label[LABEL_ID]] = max(activity[label[LABEL_ID]], last)
+            activity[label.label_id] = max(activity[label.label_id], last)
     return activity

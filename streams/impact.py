@@ -5,7 +5,9 @@ Decisions the contract leaves open (also in the command's help):
   the other entries of `labels` are context (earlier holders, which get their own alerts when a
   rule applies to them).
 - Alerts are de-duplicated by `alert_id` (topics are at-least-once; a replay re-emits the same
-  ids), and every figure counts distinct orders or labels, never alerts: two rules on one label
+  ids): of each `alert_id` the highest `revision` counts (the first copy of it; an alert
+  without one is revision 1), and only when its `status` is open: a retracted finding owes
+  nothing. Every figure counts distinct orders or labels, never alerts: two rules on one label
   owe one refund.
 - Refund owed: the `cost` of the alert's own label (found in `labels`) when `actions` include
   `refund_label`, summed per currency as exact decimals; a label without a cost is counted in
@@ -13,7 +15,7 @@ Decisions the contract leaves open (also in the command's help):
 - Orders to protect (`protect_account_health`) are the orders to leave out of the seller's
   valid tracking rate, on-time delivery rate and late shipment rate: every rule's finding
   makes the carrier's tracking of the order unreliable for all three.
-- The window is on `event_time`: `since` inclusive, `until` exclusive.
+- The window is on `event_time` of that highest revision: `since` inclusive, `until` exclusive.
 """
 
 from __future__ import annotations
@@ -65,20 +67,29 @@ def select(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Alerts whose event_time lies in [since, until), first copy of each alert_id."""
-    seen: set[str] = set()
+    """The open alerts whose event_time lies in [since, until): of each alert_id the first copy
+    of its highest revision, in the order the alert_ids first appear."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for n, alert in enumerate(alerts):
+        alert_id = alert.get("alert_id")
+        key = n if alert_id is None else alert_id  # no id: nothing to merge it with
+        kept = latest.get(key)
+        if kept is None or _revision(alert) > _revision(kept):
+            latest[key] = alert
     chosen: list[dict[str, Any]] = []
-    for alert in alerts:
+    for alert in latest.values():
+        if alert.get("status", "open") != "open":
+            continue
         moment = parse_time(alert["event_time"])
         if (since and moment < since) or (until and moment >= until):
             continue
-        alert_id = alert.get("alert_id")
-        if alert_id is not None:
-            if alert_id in seen:
-                continue
-            seen.add(alert_id)
         chosen.append(alert)
     return chosen
+
+
+def _revision(alert: dict[str, Any]) -> int:
+    revision = alert.get("revision")
+    return revision if isinstance(revision, int) else 1
 
 
 @dataclass(slots=True)

@@ -6,13 +6,16 @@ event), then `detection.apply` on the state of `event.key`, alerts stamped with 
 when emitted, failed records dead-lettered with `outputs.dead_letter`. So the same messages
 give the same alert ids.
 
-Order. `order="event-time"` (the default) decodes every record first and applies the events
-in event-time order (ties: input order), so the result is the contract's in-order answer
-whatever the files or topic partitions interleave: `scan scans.jsonl labels.jsonl` equals
-`scan labels.jsonl scans.jsonl`. It keeps the decoded events in memory until `finish()`
-(roughly 1 KB each). `order="input"` applies each record as it is read, with memory bounded
-by the state, and is exact when the input is already in arrival order (one topic export, a
-`simulate --combined` file); detection.py lists the few findings that depend on arrival order.
+Order. `order="event-time"` (the default) decodes every record first and applies the events in
+event-time order (`detection.order_key`: event time, then in one second voids, purchases,
+scans; then input order), so every alert is published once, at revision 1, and the result is
+the contract's in-order answer whatever the files or topic partitions interleave: `scan
+scans.jsonl labels.jsonl` equals `scan labels.jsonl scans.jsonl`. It keeps the decoded events
+in memory until `finish()` (roughly 1 KB each). `order="input"` applies each record as it is
+read, with memory bounded by the state, and is exact when the input is already in arrival order
+(one topic export, a `simulate --combined` file); a message applied before one it depends on
+publishes alert revisions (detection.py), and the alerts whose highest revision is open are the
+same.
 """
 
 from __future__ import annotations
@@ -40,9 +43,16 @@ class Summary:
     records: int = 0  # messages read (events + dead letters)
     events: int = 0  # decoded events applied (redeliveries included)
     dead_letters: int = 0
-    alerts: Counter[str] = field(default_factory=Counter)  # by rule
+    # alert_id -> (revision, status, rule) of the highest revision published
+    latest: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    revisions: int = 0  # alerts published with a revision above 1
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
+
+    @property
+    def alerts(self) -> Counter[str]:
+        """Distinct alerts whose highest revision is open, by rule."""
+        return Counter(rule for _, status, rule in self.latest.values() if status == "open")
 
     @property
     def rate(self) -> float:
@@ -51,7 +61,8 @@ class Summary:
     def line(self, command: str) -> str:
         rules = ", ".join(f"{rule}={n}" for rule, n in sorted(self.alerts.items())) or "none"
         return (
-            f"{command}: {self.events} events, {sum(self.alerts.values())} alerts ({rules}), "
+            f"{command}: {self.events} events, {sum(self.alerts.values())} alerts ({rules}"
+            + (f"; {self.revisions} revisions" if self.revisions else "") + "), "
             f"{self.dead_letters} dead letters, {self.seconds:.2f}s, {self.rate:,.0f} events/s"
         )
 
@@ -88,7 +99,7 @@ class Processor:
         self.on_alert = on_alert
         self.on_dead_letter = on_dead_letter
         self.states: dict[str, detection.TrackingState] = {}
-        self.pending: list[tuple[int, int, events.Event]] = []
+        self.pending: list[tuple[tuple[object, ...], int, events.Event]] = []
         self.summary = Summary()
 
     def feed(
@@ -119,7 +130,7 @@ class Processor:
         if self.order == "input":
             self._apply(event)
         else:
-            self.pending.append((event.event_ts, len(self.pending), event))
+            self.pending.append((detection.order_key(event), len(self.pending), event))
 
     def _apply(self, event: events.Event) -> None:
         self.summary.events += 1
@@ -128,8 +139,13 @@ class Processor:
             self.states.pop(event.key, None)
         else:
             self.states[event.key] = state
+        latest = self.summary.latest
         for alert in alerts:
-            self.summary.alerts[alert["rule"]] += 1
+            seen = latest.get(alert["alert_id"])
+            if seen is None or alert["revision"] > seen[0]:
+                latest[alert["alert_id"]] = (alert["revision"], alert["status"], alert["rule"])
+            if alert["revision"] > 1:
+                self.summary.revisions += 1
             self.on_alert(stamp_alert(alert))
 
     def finish(self, label: str | None = None) -> Summary:

@@ -134,3 +134,37 @@ def test_unreadable_alerts_exit_2(tmp_path: Path) -> None:
     bad.write_text('{"rule": "x", "event_time": "2025-01-01T00:00:00Z"}\nnot json\n')
     assert main(["report", "--alerts-file", str(bad)]) == 2
     assert main(["report", "--alerts-file", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_the_highest_revision_of_each_alert_counts(tmp_path: Path) -> None:
+    def rev(alert: dict, revision: int, status: str = "open", **fields: object) -> dict:
+        return {**alert, "revision": revision, "status": status, **fields}
+
+    warning = ["protect_account_health", "refund_label", "notify_buyer"]
+    d1 = _alert("d1", "duplicate_tracking", "warning", A1, "2025-03-01T10:05:00Z", warning)
+    d2 = _alert("d2", "destination_mismatch", "warning", B1, "2025-03-01T12:00:00Z", ALL)
+    lines = [
+        rev(d1, 2, severity="critical", actions=ALL, event_time="2025-03-01T11:00:00Z"),
+        rev(d1, 1),  # an older revision read after the newer one: ignored
+        rev(d2, 1),
+        rev(d2, 2, "retracted", actions=[]),  # retracted: counts for nothing
+        rev(d2, 1),  # a redelivered older revision does not bring it back
+        rev(_alert("d3", "previously_used", "critical", C1, "2025-03-01T13:00:00Z", ALL), 1),
+        rev(_alert("d3", "previously_used", "critical", C1, "2025-03-01T13:00:00Z", ALL), 2,
+            "retracted", actions=[]),
+        rev(_alert("d3", "previously_used", "critical", C1, "2025-03-01T14:00:00Z", ALL), 3),
+    ]
+    path = tmp_path / "revised.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    report = json.loads(_report(path, tmp_path, "json"))
+    totals = report["totals"]
+    assert totals["alerts"] == 2
+    assert totals["by_rule"] == {"duplicate_tracking": 1, "previously_used": 1}
+    assert totals["by_severity"] == {"critical": 2}  # d1 as revised
+    assert totals["a_to_z_claims"] == 2 and totals["affected_orders"] == 2
+    assert {(t["hour"], t["rule"]) for t in report["timeline"]} == {
+        ("2025-03-01T11:00:00Z", "duplicate_tracking"),  # the event time of revision 2
+        ("2025-03-01T14:00:00Z", "previously_used")}  # re-opened at revision 3
+    # the window selects on the highest revision's event time
+    late = json.loads(_report(path, tmp_path, "json", "--since", "2025-03-01T13:30:00Z"))
+    assert late["totals"]["by_rule"] == {"previously_used": 1}

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from streams.samples import INCIDENT
 
-SEVERITY_WIDTH = 8
+SEVERITY_WIDTH = 9  # "RETRACTED"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -176,12 +176,21 @@ def _short_reason(alert: dict[str, Any]) -> str:
 
 
 def format_alert(alert: dict[str, Any]) -> str:
-    """One readable line: event time, severity, rule, number, seller/order, short reason."""
+    """One readable line: event time, severity, rule, number, seller/order, short reason; a
+    revision says so ("revised N:", or RETRACTED and the message that removed the finding)."""
     when = str(alert.get("event_time", "")).replace("T", " ").rstrip("Z")[:16]
     severity = str(alert.get("severity", "")).upper().ljust(SEVERITY_WIDTH)
+    reason = _short_reason(alert)
+    revision = alert.get("revision") or 1
+    if alert.get("status") == "retracted":
+        severity = "RETRACTED".ljust(SEVERITY_WIDTH)
+        because = (alert.get("evidence") or {}).get("retracted_because") or {}
+        reason = (f"retracted (revision {revision}): a late {because.get('type')} "
+                  f"{because.get('event_id')} changed the finding")
+    elif revision > 1:
+        reason = f"revised (revision {revision}): {reason}"
     return (f"{when}  {severity} {alert.get('rule', ''):<22} {alert.get('tracking_number', '')}"
-            f"  {alert.get('seller_id', '')}/{alert.get('order_id', '')}  "
-            f"{_short_reason(alert)}")
+            f"  {alert.get('seller_id', '')}/{alert.get('order_id', '')}  {reason}")
 
 
 def format_dead_letter(record: dict[str, Any]) -> str:
@@ -347,7 +356,8 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: set[str]
                        out: IO[str]) -> int:
     import orjson
 
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # alert_id -> highest revision printed
+    open_ids: set[str] = set()  # alert_ids whose highest revision is open
     deadline = time.monotonic() + args.timeout
     while not stop.is_set():
         if worker.poll() is not None:
@@ -361,19 +371,24 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: set[str]
                 except orjson.JSONDecodeError:
                     continue
                 if tp.topic == topics["alerts"]:
-                    if obj.get("alert_id") in seen:
-                        continue  # an at-least-once repeat: same alert_id
-                    seen.add(obj.get("alert_id"))
+                    alert_id, revision = obj.get("alert_id"), obj.get("revision") or 1
+                    if revision <= seen.get(alert_id, 0):
+                        continue  # an at-least-once repeat, or an older revision
+                    seen[alert_id] = revision
+                    if obj.get("status", "open") == "open":
+                        open_ids.add(alert_id)
+                    else:
+                        open_ids.discard(alert_id)
                     print(format_alert(obj), file=out, flush=True)
                 else:
                     print(format_dead_letter(obj), file=out, flush=True)
         if args.exit_after_sample:
-            if expected <= seen:
+            if expected == open_ids:
                 print(f"all {len(expected)} expected alerts arrived", file=sys.stderr)
                 return 0
             if time.monotonic() > deadline:
-                print(f"timeout: {len(expected - seen)} of {len(expected)} expected alerts "
-                      "missing", file=sys.stderr)
+                print(f"timeout: {len(expected - open_ids)} of {len(expected)} expected alerts "
+                      f"missing, {len(open_ids - expected)} unexpected open", file=sys.stderr)
                 return 1
     return 130 if args._signal == signal.SIGINT else 0
 

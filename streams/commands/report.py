@@ -2,7 +2,8 @@
 
 Reads alerts from a JSON Lines file (`--alerts-file`, `-` for stdin) or from a topic
 (`--topic` + `--bootstrap`, read from the beginning to the end offsets seen at start without
-a consumer group). Alerts are de-duplicated by `alert_id`; `--since`/`--until` select on
+a consumer group). Of each `alert_id` the highest `revision` counts, and only while its
+`status` is open (a retracted alert counts for nothing); `--since`/`--until` select on its
 `event_time` ([since, until)). See streams/impact.py for how each figure is counted.
 Formats: csv (one row per seller), json (totals, sellers with their order ids, hourly
 timeline), html (one self-contained page: inline CSS and SVG, nothing fetched).
