@@ -47,7 +47,11 @@ async def test_the_worker_rides_out_a_30s_broker_outage(tmp_path: Path) -> None:
         labels, scans = split_by_topic(first)
         await produce(p.bootstrap, p.topics["labels"], labels, key=b"k")
         await produce(p.bootstrap, p.topics["scans"], scans, key=b"k")
-        await asyncio.sleep(0.5)  # mid-stream: the worker is at work when the broker goes
+        await wait_idle(p, timeout=180)  # up and running
+        labels, scans = split_by_topic(second)
+        await produce(p.bootstrap, p.topics["labels"], labels, key=b"k")
+        await produce(p.bootstrap, p.topics["scans"], scans, key=b"k")
+        # mid-stream: the worker is at work on the second half when the broker goes
 
         before = p.log.stat().st_size
         broker.stop()
@@ -57,9 +61,6 @@ async def test_the_worker_rides_out_a_30s_broker_outage(tmp_path: Path) -> None:
         broker = LocalBroker(port=port, controller_port=controller,
                              data_dir=tmp_path / "kafka").start()
 
-        labels, scans = split_by_topic(second)
-        await produce(p.bootstrap, p.topics["labels"], labels, key=b"k")
-        await produce(p.bootstrap, p.topics["scans"], scans, key=b"k")
         await wait_idle(p, timeout=180)
         from test_worker_integration import alerts_of
 
