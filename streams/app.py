@@ -28,15 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from streams import detection, events
 from streams.outputs import dead_letter, dumps, stamp_alert
 from streams.stream_config import StreamConfig
-from streams.validation import Validation
 
 if TYPE_CHECKING:
     import faust
@@ -45,36 +41,16 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- internal wire format
 # The internal topic carries the decoded event, not the input bytes: the stateful side then
-# neither re-parses nor re-validates. Format: the event dataclass as a compact orjson object
-# (orjson serialises slots dataclasses and datetimes natively, RFC 3339) plus "t", the event
-# type. Only this module writes and reads it; a format change needs a new internal topic.
-
-_WIRE_TYPES: dict[str, type] = {
-    events.LABEL_PURCHASED: events.LabelPurchased,
-    events.LABEL_VOIDED: events.LabelVoided,
-    events.CARRIER_SCAN: events.CarrierScan,
-}
-_WIRE_TAGS: dict[type, str] = {cls: tag for tag, cls in _WIRE_TYPES.items()}
-_DATETIME_FIELDS = ("purchased_at", "ship_by", "voided_at", "occurred_at")
+# neither re-parses nor re-validates. Format: a one-event batch of `events.encode_events`
+# (msgpack). Only this module writes and reads it; a format change needs a new internal topic.
 
 
 def encode_event(event: events.Event) -> bytes:
-    body = orjson.dumps(event)
-    # splice the type tag in front of the object's fields: cheaper than a dict copy
-    return b'{"t":"' + _WIRE_TAGS[type(event)].encode() + b'",' + body[1:]
+    return events.encode_events([event])
 
 
 def decode_event(data: bytes) -> events.Event:
-    obj = orjson.loads(data)
-    cls = _WIRE_TYPES[obj.pop("t")]
-    for name in _DATETIME_FIELDS:
-        value = obj.get(name)
-        if value is not None:
-            obj[name] = datetime.fromisoformat(value)
-    validation = obj.get("validation")
-    if validation is not None:
-        obj["validation"] = Validation(**validation)
-    return cls(**obj)
+    return events.decode_events(data)[0]
 
 
 # ---------------------------------------------------------------- the two steps, Kafka-free
