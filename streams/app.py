@@ -85,6 +85,7 @@ def ingest_record(
             key=key,
             value=value,
             error=exc,
+            max_message_bytes=max_bytes,
         )
     return Forward(event.key.encode(), encode_event(event))
 
