@@ -584,3 +584,20 @@ def test_timestamps_agree_on_random_components() -> None:
         text = random_timestamp(rng, valid=rng.random() < 0.5)
         outcomes[check_agrees(json.dumps(base | {"occurred_at": text}).encode())] += 1
     assert outcomes["accepted"] > 1000 and outcomes["schema"] > 500, outcomes
+
+
+def test_the_timestamp_shortcut_holds_next_to_its_shape() -> None:
+    # decode proves `YYYY-MM-DDTHH:MM:SS[.digits]Z` without the regex (events._moment): every
+    # one-character change of such strings must still get jsonschema's verdict
+    base = json.loads((EXAMPLES / "carrier.scan.valid.minimal.json").read_text())
+    outcomes: Counter[str] = Counter()
+    for template in ("2025-02-28T23:59:59Z", "1970-01-01T00:00:00.5Z", "2999-12-31T23:59:59Z",
+                     "2024-02-29T12:00:00.123456789Z"):
+        for i in range(len(template)):
+            for char in "0129-:.TtZz +\u0663\uff15x":
+                text = template[:i] + char + template[i + 1:]
+                outcomes[check_agrees(json.dumps(base | {"occurred_at": text}).encode())] += 1
+    for text in ("1969-12-31T23:59:59Z", "3000-01-01T00:00:00Z", "2025-02-24T15:04:05.Z",
+                 "2025-02-24T15:04:05.Z5", "2025-02-24T15:04:05Z5", "2025-02-24T15:04:05.1ZZ"):
+        outcomes[check_agrees(json.dumps(base | {"occurred_at": text}).encode())] += 1
+    assert outcomes["accepted"] > 100 and outcomes["schema"] > 500, outcomes
