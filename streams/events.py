@@ -204,20 +204,24 @@ def _moment(text: str, spec: _Timestamp) -> datetime:
     exactly when the year is 1970-2999. Anything else (offsets, lower case, :60) takes the
     schema's regex, then parse_timestamp for the calendar.
     """
-    try:
-        moment: datetime | None = _fromiso(text)
-    except ValueError:
-        moment = None
-    if not (moment is not None and spec.shortcut and text[4:17:3] == "--T::"
-            and text[-1] == "Z" and 1970 <= moment.year <= 2999
-            and (len(text) == 20 or (text[19] == "." and text.isascii()
-                                     and text[20:-1].isdigit()))):
-        if spec.search(text) is None:
-            raise _Recheck
-        moment = _schema.parse_timestamp(text)
-        if moment is None:
-            raise DecodeError("schema", f"not an RFC 3339 date-time: {text!r}", spec.path)
-    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    if spec.shortcut:
+        n = len(text)
+        if (n == 20 and text[4::3] == "--T::Z") or (
+                n > 21 and text[4:20:3] == "--T::." and text[-1] == "Z" and text.isascii()
+                and text[20:-1].isdigit()):
+            try:
+                moment = _fromiso(text)
+            except ValueError:  # :60, 02-30: the long way says which
+                pass
+            else:
+                if 1970 <= moment.year <= 2999:
+                    return moment  # "Z": tzinfo is UTC
+    if spec.search(text) is None:
+        raise _Recheck
+    parsed = _schema.parse_timestamp(text)
+    if parsed is None:
+        raise DecodeError("schema", f"not an RFC 3339 date-time: {text!r}", spec.path)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 _PURCHASED_AT = _Timestamp(LABEL_PURCHASED, "purchased_at")
