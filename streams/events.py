@@ -169,7 +169,7 @@ def _pattern(kind: str, *path: str) -> _Pattern:
     return _Pattern(_FAST[kind].patterns[path])
 
 
-# The timestamp pattern the shortcut in _moment is proven for (tests/test_events.py); a
+# The timestamp pattern the shortcut in _moment is proven for (tests/test_schemas.py); a
 # schema with any other date-time pattern gets the regex for every value.
 RFC3339_PATTERN = (
     r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]"
