@@ -335,6 +335,8 @@ def parse(value: bytes | bytearray | memoryview | None, max_bytes: int = DEFAULT
         obj = msgspec.json.decode(data)
     except _MsgspecError as exc:  # also a number out of range: not JSON this reader can hold
         raise DecodeError("invalid_json", str(exc)) from None
+    except RecursionError:  # msgspec recurses per nesting level: a hostile [[[[...]]]]
+        raise DecodeError("invalid_json", "nested too deeply") from None
     if type(obj) is not dict:
         raise DecodeError("not_an_object", f"top-level JSON {type(obj).__name__}, not an object")
     return obj
@@ -370,7 +372,7 @@ def decode(value: bytes | bytearray | memoryview | None, max_bytes: int = DEFAUL
             value = bytes(value)
         try:
             message = _messages.decode(value)
-        except _MsgspecError:
+        except (_MsgspecError, RecursionError):
             pass
         else:
             # msgspec checks the UTF-8 of the strings it reads, not of the fields it skips

@@ -337,3 +337,11 @@ def test_a_damaged_batch_raises() -> None:
     for bad in (blob[:-1], b"\x91\x92\x09\x00", b"not msgpack"):
         with pytest.raises(msgspec.DecodeError):
             decode_events(bad)
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_deep_nesting_is_invalid_json_not_a_crash(depth: int) -> None:
+    nested = b"[" * depth + b"]" * depth
+    scan = encoded(example("carrier.scan.valid.delivered.json"))
+    for value in (nested, scan[:-1] + b',"x":' + nested + b"}"):
+        assert error_of(value).code == "invalid_json"
