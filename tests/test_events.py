@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams import SCHEMAS_DIR, events
 from streams.events import (
@@ -345,3 +348,28 @@ def test_deep_nesting_is_invalid_json_not_a_crash(depth: int) -> None:
     scan = encoded(example("carrier.scan.valid.delivered.json"))
     for value in (nested, scan[:-1] + b',"x":' + nested + b"}"):
         assert error_of(value).code == "invalid_json"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.randoms(use_true_random=False), st.binary(max_size=64))
+def test_damaged_bytes_give_an_event_or_a_decode_error_never_a_crash(
+        rng: random.Random, noise: bytes) -> None:
+    value = bytearray((EXAMPLES / rng.choice(sorted(
+        p.name for p in EXAMPLES.glob("*.json") if p.name.split(".")[0] in (
+            "label", "carrier")))).read_bytes())
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(value) + 1)
+        roll = rng.random()
+        if roll < 0.4:
+            value[at:at + 1] = noise[:rng.randint(1, 4)] or b"\x00"
+        elif roll < 0.7:
+            del value[at:at + rng.randint(1, 8)]
+        else:  # repeat a piece: duplicate keys, nested braces, doubled quotes
+            value[at:at] = value[rng.randrange(len(value)):][:rng.randint(1, 40)]
+    try:
+        event = decode(bytes(value))
+    except DecodeError as err:
+        assert err.code in events.ERROR_CODES
+        assert (err.path is None) == (err.code not in ("schema", "unknown_type"))
+    else:
+        assert isinstance(event, (LabelPurchased, LabelVoided, CarrierScan))
