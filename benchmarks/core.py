@@ -11,9 +11,10 @@ event-time order. Three figures:
   core, bytes      decode + apply with TrackingState.from_bytes/to_bytes around every event,
                    as a Faust table (RocksDB, bytes values) does
 
-then decode per event type, apply alone (the core figures minus decode), and apply with the
+then decode per event type, apply alone (the core figures minus decode), apply with the
 state bytes round trip measured directly on events decoded beforehand (less noisy than the
-difference).
+difference), and the msgpack round trip of decoded events in batches (`encode_events` /
+`decode_events`, as the runtime ships them between its two stages).
 
 Times are this process's CPU time (time.process_time), best of --repeat runs, so that other
 load on a shared machine does not count against the figures; expect a wall-clock figure this
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.carriers import generate
 from streams.detection import TrackingState, apply
-from streams.events import Event, decode
+from streams.events import Event, decode, decode_events, encode_events
 from streams.settings import Settings
 
 STATUS_RUNS = [
@@ -97,6 +98,19 @@ def bench_decode(values: list[bytes]) -> float:
     return time.process_time() - start
 
 
+def bench_wire(values: list[bytes], batch: int) -> tuple[float, float, int]:
+    """(encode_events, decode_events) CPU seconds over every event, and bytes per event."""
+    decoded = [decode(value) for value in values]
+    batches = [decoded[i:i + batch] for i in range(0, len(decoded), batch)]
+    start = time.process_time()
+    blobs = [encode_events(b) for b in batches]
+    encoded = time.process_time() - start
+    start = time.process_time()
+    for blob in blobs:
+        decode_events(blob)
+    return encoded, time.process_time() - start, sum(map(len, blobs)) // len(decoded)
+
+
 def bench_memory(values: list[bytes], settings: Settings) -> tuple[float, int]:
     table: dict[str, TrackingState] = {}
     alerts = 0
@@ -150,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=int, default=40_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs")
+    parser.add_argument("--batch", type=int, default=500, help="events per msgpack batch")
     args = parser.parse_args(argv)
     settings = Settings()
     values = workload(args.labels, args.seed)
@@ -162,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                for kind in ("label.purchased", "carrier.scan")}
     t_by_type = {kind: min(bench_decode(vs) for _ in range(args.repeat)) / len(vs)
                  for kind, vs in by_type.items()}
+    wire = [bench_wire(values, args.batch) for _ in range(args.repeat)]
+    t_encode = min(w[0] for w in wire)
+    t_decode_wire = min(w[1] for w in wire)
     runs = [bench_memory(values, settings) for _ in range(args.repeat)]
     t_memory, alerts = min(runs)
     runs_b = [bench_bytes(values, settings) for _ in range(args.repeat)]
@@ -177,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     decoded = [decode(value, settings.max_message_bytes) for value in values]
     t_apply = min(bench_apply_bytes(decoded, settings) for _ in range(args.repeat))
     print(f"  apply + state bytes, measured alone {t_apply / n * 1e6:6.2f} us/event")
+    print(f"  msgpack batches of {args.batch}: encode_events {t_encode / n * 1e6:.2f} us/event, "
+          f"decode_events {t_decode_wire / n * 1e6:.2f} us/event, {wire[0][2]} bytes/event")
     print(f"alerts raised: {alerts}; state per tracking number: ~{state_size} bytes")
     return 0
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from streams import detection, internal_topic
 from streams.ingest import Ingest
 from streams.metrics import Metrics, register_views
-from streams.outputs import dumps, stamp_alert
+from streams.outputs import dead_letter_max_bytes, dumps, stamp_alert
 from streams.stream_config import StreamConfig
 from streams.watchdog import Watchdog
 
@@ -99,8 +99,10 @@ TOPIC_ALREADY_EXISTS = 36
 
 
 def _large_enough(max_bytes: int) -> int:
-    """Bytes a record may need: a dead letter holds the input in base64 (4/3) plus metadata."""
-    return max(1 << 20, 2 * max_bytes + 65536)
+    """Bytes a record may need: the largest dead letter (`outputs.dead_letter_max_bytes`:
+    the value and key prefixes in base64, metadata) with room for the record's own key and
+    Kafka's record overhead."""
+    return max(1 << 20, dead_letter_max_bytes(max_bytes) + max_bytes + 65536)
 
 
 def topic_specs(config: StreamConfig) -> dict[str, dict[str, str]]:

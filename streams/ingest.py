@@ -58,10 +58,14 @@ def build_batch(records_by_tp: dict[Any, list[Any]], partitions: int, max_bytes:
             try:
                 event = decode(value, max_bytes)
             except DecodeError as exc:
-                batch.dead_letters.append((record.key, dead_letter(
-                    source_topic=topic, partition=partition, offset=record.offset,
-                    key=record.key, value=value, error=exc,
-                )))
+                key = record.key
+                batch.dead_letters.append((
+                    # the record's own key is cut like the one it carries: it always fits
+                    key if key is None or len(key) <= max_bytes else key[:max_bytes],
+                    dead_letter(source_topic=topic, partition=partition, offset=record.offset,
+                                key=key, value=value, error=exc,
+                                max_message_bytes=max_bytes),
+                ))
                 continue
             p = partition_for(event.key.encode(), partitions)
             entry = (record.timestamp, event)

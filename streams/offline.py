@@ -124,6 +124,7 @@ class Processor:
                     key=key,
                     value=value,
                     error=exc,
+                    max_message_bytes=self.settings.max_message_bytes,
                 )
             )
             return

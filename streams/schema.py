@@ -1,66 +1,63 @@
-"""Compile the JSON Schema files under schemas/ into fast specialised checks.
+"""msgspec types built from the JSON Schema files under schemas/, at import.
 
-The schema files are the single source of truth; running the generic `jsonschema` validator on
-every message would cost tens of microseconds, so this module compiles the small subset of
-draft 2020-12 the input schemas use (type, required, properties, const, enum, minLength,
-maxLength, pattern, minimum, format date-time) once, at import, into two forms:
+The schema files are the single source of truth. `input_type(name)` translates the subset of
+draft 2020-12 the input schemas use into a `msgspec.Struct` (nested objects become nested
+structs, the `type` const becomes the struct's tag), so that `msgspec.json.Decoder` decodes
+AND validates a message in one pass of C:
 
-* `compile_fast`: one generated Python function per schema, every keyword inlined, that only
-  answers valid/invalid (the hot path: no call per field);
-* `compile_schema`: closures that raise `Invalid` with a JSON Pointer and a message, run only
-  when the fast check said no (dead letters are rare), to say why.
+    type, required, properties      fields; a property not required defaults to None, but an
+                                    explicit null is still refused (JSON Schema does too)
+    additionalProperties: true      msgspec ignores unknown fields
+    minLength, maxLength, pattern   msgspec.Meta (pattern is re.search, as in JSON Schema)
+    const, enum (strings)           Literal
+    const (integer)                 float with ge == le == const: JSON Schema's integer 1
+                                    includes 1.0, which msgspec's int refuses
+    format: date-time               the string is checked by its pattern here; the calendar
+                                    (02-30) is `parse_timestamp`'s, run by streams.events
 
-Any other keyword is refused at compile time, so a schema edit can never be silently ignored
-by the code. tests/test_schemas.py proves both forms accept and reject exactly what
-`jsonschema` (with a date-time format checker) does.
+`translate(..., deferred=paths)` leaves the `pattern` of those fields out of the struct and
+hands it to the caller (`InputType.patterns`), who must check it: msgspec calls a regex per
+value (~0.5 us for a timestamp), a caller can memoise values that repeat (countries,
+currencies) or prove a common shape cheaper.
+
+Any other keyword is refused with ValueError at import, so a schema edit can never be silently
+ignored by the code. tests/test_schemas.py proves the decoder accepts and rejects exactly what
+`jsonschema` (with an RFC 3339 date-time format checker) does, with the same JSON Pointer.
 """
 
 from __future__ import annotations
 
+import keyword
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from streams import SCHEMAS_DIR
 
-try:  # the pattern parser tells whether `match` may stand in for `search`
-    from re import _constants as _sre_constants  # type: ignore[attr-defined]
-    from re import _parser as _sre_parse  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - Python < 3.11
-    import sre_constants as _sre_constants  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
-
-Check = Callable[[Any], None]
-
-# Keywords that only annotate; everything else must be compiled below.
-_ANNOTATIONS = frozenset(
-    {"$schema", "$id", "$comment", "title", "description", "examples", "additionalProperties"}
-)
-_STRING_KEYWORDS = frozenset({"minLength", "maxLength", "pattern", "format", "const", "enum"})
-_INTEGER_KEYWORDS = frozenset({"minimum", "const"})
-_OBJECT_KEYWORDS = frozenset({"required", "properties"})
-_MISSING = object()
+# Keywords that only annotate; everything else must be translated below.
+_ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "examples"})
+_STRING = frozenset({"type", "minLength", "maxLength", "pattern", "format", "const", "enum"})
+_INTEGER = frozenset({"type", "const"})
+_OBJECT = frozenset({"type", "required", "properties", "additionalProperties"})
+_TAG = frozenset({"type", "const"})
 
 
-class Invalid(Exception):
-    """A value breaks its schema. `path` is a JSON Pointer (RFC 6901) to the field."""
-
-    __slots__ = ("message", "path")
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path or '/'}: {message}")
-        self.path = path
-        self.message = message
+@cache
+def load(name: str) -> dict[str, Any]:
+    """The parsed schema file schemas/<name>.schema.json (e.g. `label.purchased`)."""
+    return orjson.loads((SCHEMAS_DIR / f"{name}.schema.json").read_bytes())
 
 
 def parse_timestamp(text: str) -> datetime | None:
     """An aware datetime for an RFC 3339 string that already matched the schema pattern.
 
-    fromisoformat is the fast path; RFC 3339 also allows a lower-case `t`/`z` and the leap
+    fromisoformat is the fast path; RFC 3339 also allows a lower-case `z` and the leap
     second `:60`, which it refuses, so those are normalised (a leap second reads as :59).
     None when the date does not exist (02-30) or the text is not RFC 3339 at all.
     """
@@ -78,309 +75,165 @@ def parse_timestamp(text: str) -> datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
-def _date_time(text: str) -> bool:
-    return parse_timestamp(text) is not None
+@dataclass(frozen=True, slots=True)
+class InputType:
+    """The msgspec type of one input schema, and what msgspec cannot check itself."""
+
+    name: str  # the schema's `type` const: the struct's tag
+    struct: type[msgspec.Struct]
+    date_times: tuple[tuple[str, ...], ...]  # attribute paths of `format: date-time` strings
+    patterns: dict[tuple[str, ...], str]  # deferred path -> the pattern the caller checks
 
 
-FORMATS: dict[str, Callable[[str], bool]] = {"date-time": _date_time}
+@dataclass(slots=True)
+class _Found:
+    """What a translation collects on its way down."""
+
+    deferred: frozenset[tuple[str, ...]]
+    date_times: list[tuple[str, ...]] = field(default_factory=list)
+    patterns: dict[tuple[str, ...], str] = field(default_factory=dict)
 
 
-def _pointer(path: str, name: str) -> str:
-    return f"{path}/{name.replace('~', '~0').replace('/', '~1')}"
+def _where(path: tuple[str, ...]) -> str:
+    return pointer_of(path) or "/"
 
 
-def _unsupported(schema: dict[str, Any], allowed: frozenset[str], path: str) -> None:
-    extra = set(schema) - allowed - _ANNOTATIONS - {"type"}
+def _refuse_others(schema: dict[str, Any], allowed: frozenset[str],
+                   path: tuple[str, ...]) -> None:
+    extra = set(schema) - allowed - _ANNOTATIONS
     if extra:
-        raise ValueError(f"schema at {path or '/'}: unsupported keywords {sorted(extra)}")
+        raise ValueError(f"schema at {_where(path)}: unsupported keywords {sorted(extra)}")
 
 
-def _compile_string(schema: dict[str, Any], path: str) -> Check:
-    _unsupported(schema, _STRING_KEYWORDS, path)
-    lo = schema.get("minLength", 0)
-    hi = schema.get("maxLength")
-    regex = re.compile(schema["pattern"]) if "pattern" in schema else None
-    if "format" in schema and schema["format"] not in FORMATS:
-        raise ValueError(f"schema at {path or '/'}: unsupported format {schema['format']!r}")
-    fmt = FORMATS[schema["format"]] if "format" in schema else None
-    allowed: frozenset[str] | None = None
-    if "const" in schema:
-        allowed = frozenset([schema["const"]])
-    if "enum" in schema:
-        values = frozenset(schema["enum"])
-        allowed = values if allowed is None else allowed & values
-    if allowed is not None and not all(isinstance(v, str) for v in allowed):
-        raise ValueError(f"schema at {path or '/'}: non-string const/enum on a string")
-
-    def check(value: Any) -> None:
-        if type(value) is not str:
-            raise Invalid(path, "expected a string")
-        n = len(value)
-        if n < lo or (hi is not None and n > hi):
-            raise Invalid(path, f"length {n} outside {lo}..{hi}")
-        if allowed is not None and value not in allowed:
-            raise Invalid(path, f"must be one of {sorted(allowed)}")
-        # search, not match: JSON Schema patterns are unanchored unless they say otherwise
-        if regex is not None and regex.search(value) is None:
-            raise Invalid(path, f"does not match {regex.pattern}")
-        if fmt is not None and not fmt(value):
-            raise Invalid(path, f"not a valid {schema['format']}")
-
-    return check
-
-
-def _compile_integer(schema: dict[str, Any], path: str) -> Check:
-    _unsupported(schema, _INTEGER_KEYWORDS, path)
-    minimum = schema.get("minimum")
-    has_const = "const" in schema
-    const = schema.get("const")
-    if has_const and (type(const) is not int):
-        raise ValueError(f"schema at {path or '/'}: non-integer const on an integer")
-
-    def check(value: Any) -> None:
-        # JSON Schema: true is not an integer, 1.0 is
-        kind = type(value)
-        if kind is not int and not (kind is float and value.is_integer()):
-            raise Invalid(path, "expected an integer")
-        if has_const and value != const:
-            raise Invalid(path, f"must be {const}")
-        if minimum is not None and value < minimum:
-            raise Invalid(path, f"must be >= {minimum}")
-
-    return check
-
-
-def _compile_object(schema: dict[str, Any], path: str) -> Check:
-    _unsupported(schema, _OBJECT_KEYWORDS, path)
-    required = tuple(schema.get("required", ()))
-    properties = tuple(
-        (name, _pointer(path, name), compile_schema(sub, _pointer(path, name)))
-        for name, sub in schema.get("properties", {}).items()
-    )
-    if schema.get("additionalProperties", True) is not True:
-        raise ValueError(f"schema at {path or '/'}: only additionalProperties: true is supported")
-
-    def check(value: Any) -> None:
-        if type(value) is not dict:
-            raise Invalid(path, "expected an object")
-        for name in required:
-            if name not in value:
-                raise Invalid(_pointer(path, name), "required field missing")
-        get = value.get
-        for name, _, sub in properties:
-            item = get(name, _MISSING)
-            if item is not _MISSING:
-                sub(item)
-
-    return check
-
-
-_COMPILERS = {"string": _compile_string, "integer": _compile_integer, "object": _compile_object}
-
-
-def compile_schema(schema: dict[str, Any], path: str = "") -> Check:
-    """A function that returns None for a valid instance and raises `Invalid` otherwise."""
-    kind = schema.get("type")
-    if kind not in _COMPILERS:
-        raise ValueError(f"schema at {path or '/'}: needs a single supported type, got {kind!r}")
-    return _COMPILERS[kind](schema, path)
-
-
-@cache
-def load(name: str) -> dict[str, Any]:
-    """The parsed schema file schemas/<name>.schema.json (e.g. `label.purchased`)."""
-    return orjson.loads((SCHEMAS_DIR / f"{name}.schema.json").read_bytes())
-
-
-def compile_fast(schema: dict[str, Any], extract: Sequence[str] = ()) -> Callable[[Any], Any]:
-    """A generated function returning whether an instance is valid (no error detail).
-
-    With `extract` (property paths such as "location/postal_code") it returns instead the
-    tuple of those values, None where absent, or None when the instance is invalid: decode
-    then reads each field once. A date-time field gives its parsed, aware datetime.
-    """
-    # builtins bound as defaults too: LOAD_FAST is cheaper than a global/builtin lookup
-    consts: dict[str, Any] = {"_FROMISO": datetime.fromisoformat, "_PARSE": parse_timestamp,
-                              "type": type, "len": len, "str": str, "dict": dict, "int": int,
-                              "float": float}
-    captures = {tuple(path.split("/")): f"x{i}" for i, path in enumerate(extract)}
-    unknown = set(captures) - {path for path, _ in _properties(schema, ())}
-    if unknown:
-        raise ValueError(f"extract: no such properties {sorted('/'.join(p) for p in unknown)}")
-    fail = "None" if captures else "False"
-    body: list[str] = [f"        {' = '.join(captures.values())} = None"] if captures else []
-    _emit(schema, "v0", 0, 2, body, consts, (), captures, fail)
-    # constants bound as defaults: local lookups, the cheapest Python has
-    params = "".join(f", {name}={name}" for name in consts)
-    done = f"({', '.join(captures.values())},)" if captures else "True"
-    # Required properties are read with v[name]: a KeyError is the missing field, which
-    # costs nothing on the valid path (3.11 zero-cost try) where `required <= v.keys()`
-    # built a keys view and compared sets per object.
-    source = "\n".join([f"def fast(v0{params}):", "    try:", *body,
-                         "    except KeyError:", f"        return {fail}", f"    return {done}"])
-    namespace: dict[str, Any] = dict(consts)
-    # the source is generated from our schema files only, never from message data
-    exec(compile(source, "<schema>", "exec"), namespace)
-    fast = namespace["fast"]
-    fast.source = source  # for debugging: print(validator(name).fast.source)
-    return fast
-
-
-def _properties(schema: dict[str, Any], path: tuple[str, ...],
-                ) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
-    """Every (path, subschema) under an object schema's properties, nested ones included."""
-    found = []
-    for name, sub in schema.get("properties", {}).items():
-        found.append(((*path, name), sub))
-        found.extend(_properties(sub, (*path, name)))
-    return found
-
-
-def _iso_shortcut(schema: dict[str, Any]) -> bool:
-    return schema.get("format") == "date-time" and FORMATS["date-time"] is _date_time
-
-
-def _searcher(pattern: str) -> Callable[[str], re.Match[str] | None]:
-    """`re.search` of the pattern, or the cheaper `re.match` where they agree: the pattern
-    starts with `^` (or `\\A`) outside any alternation and without MULTILINE."""
-    regex = re.compile(pattern)
-    parsed = _sre_parse.parse(pattern)
-    anchored = (not parsed.state.flags & re.MULTILINE and len(parsed) > 0
-                and parsed[0] in ((_sre_constants.AT, _sre_constants.AT_BEGINNING),
-                                  (_sre_constants.AT, _sre_constants.AT_BEGINNING_STRING)))
-    return regex.match if anchored else regex.search
-
-
-def _char_run(pattern: str) -> tuple[int, int, str] | None:
-    """(min, max, characters) when `pattern` is exactly `^[class]{min,max}$` of plain
-    characters and ranges, else None: a string of that length made of those characters
-    certainly matches (the converse needs the regex: `$` also matches before a final \\n)."""
-    parsed = _sre_parse.parse(pattern)
-    if parsed.state.flags & ~re.UNICODE or len(parsed) != 3:
-        return None
-    (op0, av0), (op1, av1), (op2, av2) = parsed
-    if (op0, av0) != (_sre_constants.AT, _sre_constants.AT_BEGINNING) or (
-            (op2, av2) != (_sre_constants.AT, _sre_constants.AT_END)):
-        return None
-    if op1 is _sre_constants.MAX_REPEAT and len(av1[2]) == 1:
-        lo, hi, ((op1, av1),) = av1
-    else:
-        lo = hi = 1
-    if op1 is not _sre_constants.IN or hi == _sre_constants.MAXREPEAT:
-        return None
-    chars = []
-    for op, av in av1:
-        if op is _sre_constants.LITERAL:
-            chars.append(chr(av))
-        elif op is _sre_constants.RANGE and av[1] - av[0] < 128:
-            chars.extend(map(chr, range(av[0], av[1] + 1)))
-        else:  # negation, categories (\\d is Unicode): leave it to the regex
-            return None
-    return lo, hi, "".join(chars)
-
-
-def _emit(schema: dict[str, Any], var: str, depth: int, indent: int, lines: list[str],
-          consts: dict[str, Any], path: tuple[str, ...] = (),
-          captures: dict[tuple[str, ...], str] | None = None, fail: str = "False") -> None:
-    """Append statements that `return {fail}` when `var` breaks `schema`, and that copy the
-    value at `path` into its `captures` variable (a date-time: its parsed datetime)."""
-    pad = "    " * indent
-    captures = captures or {}
-    capture = captures.get(path)
-
-    def const(value: Any) -> str:
-        name = f"_C{len(consts)}"
-        consts[name] = value
-        return name
-
-    failures: list[str] = []  # one `if a or b or ...` per value: fewer bytecode dispatches
-    kind = schema["type"]
-    if kind == "string":
-        failures.append(f"type({var}) is not str")
-        lo, hi = schema.get("minLength", 0), schema.get("maxLength")
-        if hi is not None and lo == hi:
-            failures.append(f"len({var}) != {hi}")
-        elif hi is not None and lo:
-            failures.append(f"not {lo} <= len({var}) <= {hi}")
-        elif hi is not None:
-            failures.append(f"len({var}) > {hi}")
-        elif lo:
-            failures.append(f"len({var}) < {lo}")
-        allowed = [schema["const"]] if "const" in schema else []
+def _string(schema: dict[str, Any], path: tuple[str, ...], found: _Found) -> Any:
+    _refuse_others(schema, _STRING, path)
+    lo, hi = schema.get("minLength", 0), schema.get("maxLength")
+    pattern = schema.get("pattern")
+    if "format" in schema:
+        if schema["format"] != "date-time":
+            raise ValueError(f"schema at {_where(path)}: unsupported format {schema['format']!r}")
+        if pattern is None:  # parse_timestamp relies on the pattern for the grammar
+            raise ValueError(f"schema at {_where(path)}: a date-time needs its RFC 3339 pattern")
+        found.date_times.append(path)
+    if "const" in schema or "enum" in schema:
+        values = [schema["const"]] if "const" in schema else list(schema["enum"])
         if "enum" in schema:
-            allowed = [v for v in schema["enum"] if not allowed or v in allowed]
-        if "const" in schema or "enum" in schema:
-            failures.append(f"{var} not in {const(frozenset(allowed))}")
-        if "pattern" in schema:
-            search = const(_searcher(schema["pattern"]))
-            chars = _char_run(schema["pattern"])
-            if chars is None:
-                failures.append(f"{search}({var}) is None")
-            else:  # a run of one character class: str.strip decides most strings (~5x
-                # cheaper than a regex call, measured); the regex has the last word
-                lo, hi, allowed = chars
-                failures.append(f"(not ({lo} <= len({var}) <= {hi} and not {var}.strip("
-                                f"{const(allowed)})) and {search}({var}) is None)")
-        if "format" in schema and not _iso_shortcut(schema):
-            failures.append(f"not {const(FORMATS[schema['format']])}({var})")
-    elif kind == "integer":
-        failures.append(
-            f"(type({var}) is not int and not (type({var}) is float and {var}.is_integer()))")
-        if "const" in schema:
-            failures.append(f"{var} != {schema['const']!r}")
-        if "minimum" in schema:
-            failures.append(f"{var} < {schema['minimum']!r}")
-    else:  # object (compile_schema has already refused anything else)
-        failures.append(f"type({var}) is not dict")
-        required = schema.get("required", ())
-        properties = schema.get("properties", {})
-        unread = frozenset(required) - properties.keys()  # the rest raise KeyError when read
-        if unread:
-            failures.append(f"not {const(unread)} <= {var}.keys()")
-    lines.append(f"{pad}if {' or '.join(failures)}: return {fail}")
-    if kind == "string" and _iso_shortcut(schema):
-        # fromisoformat accepting the text proves the format (parse_timestamp's first try);
-        # only what it refuses (lower-case t/z, :60) needs the full check
-        if capture is not None:  # the parsed value, as parse_timestamp gives it
-            lines.append(f"{pad}try: {capture} = _FROMISO({var})")
-            lines.append(f"{pad}except ValueError:")
-            lines.append(f"{pad}    {capture} = _PARSE({var})")
-            lines.append(f"{pad}    if {capture} is None: return {fail}")
-            capture = None
-        else:
-            lines.append(f"{pad}try: _FROMISO({var})")
-            lines.append(f"{pad}except ValueError:")
-            lines.append(f"{pad}    if not {const(FORMATS['date-time'])}({var}): return {fail}")
-    elif kind == "string" and capture is not None and "format" in schema:
-        raise ValueError(f"extract: cannot parse {'/'.join(path)} (format {schema['format']})")
-    if capture is not None:
-        lines.append(f"{pad}{capture} = {var}")
+            values = [v for v in values if v in schema["enum"]]
+        if not all(isinstance(v, str) for v in values):
+            raise ValueError(f"schema at {_where(path)}: non-string const/enum on a string")
+        # the length and pattern keywords apply too: keep only the values that meet them
+        values = [v for v in values if lo <= len(v) and (hi is None or len(v) <= hi)
+                  and (pattern is None or re.search(pattern, v))]
+        if not values:
+            raise ValueError(f"schema at {_where(path)}: no string can be valid")
+        return Literal[tuple(values)]  # type: ignore[valid-type]
+    meta: dict[str, Any] = {}
+    if lo:
+        meta["min_length"] = lo
+    if hi is not None:
+        meta["max_length"] = hi
+    if pattern is not None and path in found.deferred:
+        found.patterns[path] = pattern
+    elif pattern is not None:
+        meta["pattern"] = pattern
+    return Annotated[str, msgspec.Meta(**meta)] if meta else str
+
+
+def _integer(schema: dict[str, Any], path: tuple[str, ...]) -> Any:
+    _refuse_others(schema, _INTEGER, path)
+    const = schema.get("const")
+    if type(const) is not int:
+        # msgspec's int refuses 1.0, JSON Schema's integer does not: only a const (any number
+        # equal to it is integral) is translated exactly
+        raise ValueError(f"schema at {_where(path)}: only an integer const is supported")
+    return Annotated[float, msgspec.Meta(ge=const, le=const)]
+
+
+def _object(schema: dict[str, Any], path: tuple[str, ...], name: str, found: _Found,
+            tag: str | None = None) -> Any:
+    _refuse_others(schema, _OBJECT, path)
+    if schema.get("additionalProperties", True) is not True:
+        raise ValueError(f"schema at {_where(path)}: only additionalProperties: true is supported")
+    required = set(schema.get("required", ()))
+    properties = schema.get("properties", {})
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for prop in [*properties, *sorted(required - properties.keys())]:
+        if not prop.isidentifier() or keyword.iskeyword(prop):
+            raise ValueError(f"schema at {_where(path)}: property {prop!r} is not an identifier")
+        if tag is not None and prop == "type":
+            continue  # the struct's tag
+        sub = properties.get(prop)
+        kind = Any if sub is None else _translate(sub, (*path, prop), f"{name}_{prop}", found)
+        fields.append((prop, kind) if prop in required else (prop, kind, None))
+    options: dict[str, Any] = {"tag_field": "type", "tag": tag} if tag is not None else {}
+    # gc=False: decoded messages hold only strings, numbers and these structs (no cycles)
+    return msgspec.defstruct(name, fields, kw_only=True, gc=False, module=__name__, **options)
+
+
+def _translate(schema: dict[str, Any], path: tuple[str, ...], name: str, found: _Found) -> Any:
+    kind = schema.get("type")
+    if kind == "string":
+        return _string(schema, path, found)
+    if kind == "integer":
+        return _integer(schema, path)
     if kind == "object":
-        for name, sub in schema.get("properties", {}).items():
-            item = f"v{depth + 1}"
-            if name in required:
-                lines.append(f"{pad}{item} = {var}[{name!r}]")
-                _emit(sub, item, depth + 1, indent, lines, consts, (*path, name), captures,
-                      fail)
-            else:
-                lines.append(f"{pad}if {name!r} in {var}:")
-                lines.append(f"{pad}    {item} = {var}[{name!r}]")
-                _emit(sub, item, depth + 1, indent + 1, lines, consts, (*path, name),
-                      captures, fail)
+        return _object(schema, path, name, found)
+    raise ValueError(f"schema at {_where(path)}: needs a single supported type, got {kind!r}")
+
+
+def translate(schema: dict[str, Any], struct_name: str = "Message",
+              deferred: Collection[tuple[str, ...]] = ()) -> InputType:
+    """The msgspec struct of a message schema: an object whose required `type` is a string
+    const, which becomes the struct's tag (so a union of them is a tagged union). The
+    patterns of the `deferred` paths are left to the caller (each must have one)."""
+    tag_schema = schema.get("properties", {}).get("type", {})
+    tag = tag_schema.get("const")
+    if schema.get("type") != "object" or "type" not in schema.get("required", ()) or (
+            tag_schema.get("type") != "string" or not isinstance(tag, str)):
+        raise ValueError("schema at /: a message needs a required string const `type`")
+    _refuse_others(tag_schema, _TAG, ("type",))
+    found = _Found(frozenset(deferred))
+    struct = _object(schema, (), struct_name, found, tag=tag)
+    missing = found.deferred - found.patterns.keys()
+    if missing:
+        raise ValueError(f"deferred patterns not in the schema: {sorted(map(pointer_of, missing))}")
+    return InputType(tag, struct, tuple(found.date_times), found.patterns)
 
 
 @cache
-def validator(name: str) -> Check:
-    """The check for schemas/<name>.schema.json: None if valid, else raises `Invalid`."""
-    schema = load(name)
-    explain = compile_schema(schema)  # also refuses unsupported keywords
-    fast = compile_fast(schema)
+def input_type(name: str, deferred: frozenset[tuple[str, ...]] = frozenset()) -> InputType:
+    """The msgspec type of schemas/<name>.schema.json (a message type, e.g. `carrier.scan`)."""
+    struct_name = "".join(part.title() for part in re.split(r"[._]", name)) + "Message"
+    if deferred:
+        struct_name += "Deferred"
+    return translate(load(name), struct_name, deferred)
 
-    def check(value: Any) -> None:
-        if not fast(value):
-            explain(value)
-            raise Invalid("", "invalid")  # unreachable while the two forms agree (tested)
 
-    check.fast = fast  # type: ignore[attr-defined]
-    check.explain = explain  # type: ignore[attr-defined]
-    return check
+# --- msgspec's error locations as JSON Pointers --------------------------------------------
+
+_AT = re.compile(r" - at `(\$[^`]*)`$")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_MISSING = re.compile(r"^Object missing required field `([^`]*)`")
+
+
+def pointer_of(path: tuple[str, ...]) -> str:
+    """The JSON Pointer (RFC 6901) of a path of property names / array indexes."""
+    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def explain(error: msgspec.ValidationError) -> tuple[str, str]:
+    """(message, JSON Pointer) of a msgspec validation error.
+
+    msgspec says ``Expected `str` - at `$.ship_to.postal_code` `` (`$.labels[0]` for an array
+    item); a missing field is reported at its object, and named by the pointer here:
+    ``Object missing required field `postal_code` - at `$.ship_to` `` -> /ship_to/postal_code.
+    """
+    text = str(error)
+    at = _AT.search(text)
+    message = text if at is None else text[:at.start()]
+    parts = [] if at is None else [
+        name if index == "" else index for name, index in _STEP.findall(at.group(1))]
+    missing = _MISSING.match(message)
+    if missing is not None:
+        parts.append(missing.group(1))
+    return message, pointer_of(tuple(parts))

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams import SCHEMAS_DIR
+from streams import SCHEMAS_DIR, events
 from streams.events import (
     CarrierScan,
     DecodeError,
+    Event,
     LabelPurchased,
     LabelVoided,
     decode,
+    decode_events,
     decode_object,
+    encode_events,
     parse,
 )
 
@@ -224,3 +231,145 @@ def test_decode_agrees_with_parse_then_decode_object() -> None:
         except DecodeError as exc:
             got = exc.to_dict()
         assert got == expected, path.name
+
+
+# --- JSON corner cases where the contract, not Python's json module, decides ---------------
+
+def test_lone_surrogates_are_invalid_json() -> None:
+    # Python's json reads "\ud800" into a str that no UTF-8 output (alerts) can hold; msgspec
+    # refuses it anywhere, in fields it ignores too
+    value = encoded(example("carrier.scan.valid.delivered.json"))
+    for bad in (value.replace(b'"event_id":"', b'"event_id":"\\ud800', 1),
+                value[:-1] + b',"x":"\\udc00"}'):
+        assert error_of(bad).code == "invalid_json"
+
+
+def test_numbers_beyond_a_double_are_invalid_json_where_read() -> None:
+    # Python's json reads 1e400 as infinity (a schema error for jsonschema); msgspec refuses
+    # it where it reads the field, and skips it in fields it ignores
+    value = encoded(example("carrier.scan.valid.delivered.json"))
+    assert error_of(value.replace(b'"schema_version":1', b'"schema_version":1e400')).code == (
+        "invalid_json")
+    assert isinstance(decode(value[:-1] + b',"x":1e400}'), CarrierScan)
+
+
+def test_bad_utf8_in_an_ignored_field_is_still_an_encoding_error() -> None:
+    value = b'{"extra":"\xff",' + encoded(example("carrier.scan.valid.delivered.json"))[1:]
+    assert error_of(value).code == "encoding"
+
+
+@pytest.mark.parametrize(("first", "last", "valid"), [
+    ("", "e-1", True), ("e-1", "", False), (1, "e-1", True), ("e-1", 1, False)])
+def test_a_repeated_key_counts_with_its_last_value_as_in_a_dict(first: object, last: object,
+                                                                valid: bool) -> None:
+    body = encoded({k: v for k, v in example("carrier.scan.valid.delivered.json").items()
+                    if k != "event_id"})
+    value = (b'{"event_id":' + encoded(first) + b',' + body[1:-1] + b',"event_id":'
+             + encoded(last) + b'}')
+    if valid:
+        assert decode(value).event_id == last
+    else:
+        assert (error_of(value).code, error_of(value).path) == ("schema", "/event_id")
+
+
+def test_bytearray_input() -> None:
+    value = (EXAMPLES / "carrier.scan.valid.delivered.json").read_bytes()
+    assert decode(bytearray(value)) == decode(value)
+
+
+# --- the patterns decode checks outside msgspec ---------------------------------------------
+
+def test_remembered_pattern_values_are_bounded_and_only_matching_ones() -> None:
+    pattern = events._Pattern("^[0-9]+$")
+    assert not pattern.matches("12a") and "12a" not in pattern.ok
+    for i in range(events._MEMO_LIMIT + 100):
+        assert pattern.matches(str(i))
+    assert len(pattern.ok) == events._MEMO_LIMIT
+    assert pattern.matches(str(events._MEMO_LIMIT + 5000))  # still checked, not remembered
+
+
+def test_a_country_seen_valid_does_not_let_an_invalid_one_through() -> None:
+    msg = example("label.purchased.valid.full.json")
+    decode(encoded(msg))  # "US" remembered
+    for bad in ("us", "US\n", "USA", "U1"):
+        err = error_of(encoded(msg | {"ship_to": {"postal_code": "1", "country": bad}}))
+        assert (err.code, err.path) == ("schema", "/ship_to/country"), bad
+
+
+# --- events between two stages: msgpack -----------------------------------------------------
+
+def sample_events() -> list[Event]:
+    found: list[Event] = []
+    for path in sorted(EXAMPLES.glob("*.valid*.json")):
+        if path.name.split(".valid")[0] in ("label.purchased", "label.voided", "carrier.scan"):
+            found.append(decode(path.read_bytes()))
+    full = example("label.purchased.valid.full.json")
+    found.append(decode(encoded(full | {"purchased_at": "1970-01-01T00:00:00.5+01:00",
+                                        "ship_by": "2999-12-31T23:59:60.999999-23:59",
+                                        "carrier": "pigeon", "channel": "\u00e9\U0001F4E6"})))
+    found.append(decode(encoded(example("carrier.scan.valid.delivered.json")
+                                | {"location": {"city": ""}, "code": ""})))
+    return found
+
+
+def test_events_round_trip_through_msgpack() -> None:
+    batch = sample_events()
+    assert {type(e) for e in batch} == {LabelPurchased, LabelVoided, CarrierScan}
+    assert any(not e.validation.valid for e in batch if isinstance(e, LabelPurchased))
+    back = decode_events(encode_events(batch))
+    assert back == batch
+    for before, after in zip(batch, back, strict=True):
+        assert type(after) is type(before)
+        for name in before.__struct_fields__:
+            value = getattr(after, name)
+            assert type(value) is type(getattr(before, name)), name
+            if isinstance(value, datetime):
+                assert value.tzinfo is UTC
+    assert decode_events(encode_events([])) == []
+
+
+def test_encoded_events_are_compact_arrays() -> None:
+    source = orjson.dumps(example("carrier.scan.valid.delivered.json"))
+    blob = encode_events([decode(source)])
+    assert msgspec.msgpack.decode(blob)[0][0] == 3  # [tag, fields...], no field names
+    assert b"event_id" not in blob and len(blob) < len(source)
+
+
+def test_a_damaged_batch_raises() -> None:
+    blob = encode_events(sample_events())
+    for bad in (blob[:-1], b"\x91\x92\x09\x00", b"not msgpack"):
+        with pytest.raises(msgspec.DecodeError):
+            decode_events(bad)
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_deep_nesting_is_invalid_json_not_a_crash(depth: int) -> None:
+    nested = b"[" * depth + b"]" * depth
+    scan = encoded(example("carrier.scan.valid.delivered.json"))
+    for value in (nested, scan[:-1] + b',"x":' + nested + b"}"):
+        assert error_of(value).code == "invalid_json"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.randoms(use_true_random=False), st.binary(max_size=64))
+def test_damaged_bytes_give_an_event_or_a_decode_error_never_a_crash(
+        rng: random.Random, noise: bytes) -> None:
+    value = bytearray((EXAMPLES / rng.choice(sorted(
+        p.name for p in EXAMPLES.glob("*.json") if p.name.split(".")[0] in (
+            "label", "carrier")))).read_bytes())
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(value) + 1)
+        roll = rng.random()
+        if roll < 0.4:
+            value[at:at + 1] = noise[:rng.randint(1, 4)] or b"\x00"
+        elif roll < 0.7:
+            del value[at:at + rng.randint(1, 8)]
+        else:  # repeat a piece: duplicate keys, nested braces, doubled quotes
+            value[at:at] = value[rng.randrange(len(value)):][:rng.randint(1, 40)]
+    try:
+        event = decode(bytes(value))
+    except DecodeError as err:
+        assert err.code in events.ERROR_CODES
+        assert (err.path is None) == (err.code not in ("schema", "unknown_type"))
+    else:
+        assert isinstance(event, (LabelPurchased, LabelVoided, CarrierScan))

@@ -6,7 +6,6 @@ digits), never taken from a list of samples.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
@@ -52,7 +51,7 @@ def test_validation_record_shape() -> None:
         "serial": n[2:-1], "check_digit": n[-1], "reason": None,
     }
     assert v == Validation(True, "ups", "ups_1z", n, n[2:-1], n[-1], None)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):  # frozen
         v.valid = False  # type: ignore[misc]
 
 
