@@ -32,8 +32,9 @@ from streams.settings import Settings
 
 S = Settings()
 # nothing expires in the tests below that use it (their span < window + lateness)
+# moments() span -10 .. +34 days: allowed lateness keeps every fact (window + lateness > span)
 PROP = Settings(reuse_window=timedelta(days=10), clock_skew=timedelta(hours=6),
-                allowed_lateness=timedelta(days=30))
+                allowed_lateness=timedelta(days=60))
 Key = tuple[str, str, str, str]  # (alert_id, rule, severity, label_id)
 
 
