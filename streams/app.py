@@ -388,7 +388,8 @@ def build_app(config: StreamConfig) -> faust.App:
     from streams import faust_transport
 
     runtime: dict[str, Any] = {"ingest": None, "ingest_task": None, "fatal": None,
-                               "crash": None, "watchdog_task": None}
+                               "crash": None, "watchdog_task": None, "replay_task": None,
+                               "replay_done": None, "replay_progress": None}
     watchdog = Watchdog(config.stall_seconds)
     metrics = Metrics()
 
@@ -414,10 +415,13 @@ def build_app(config: StreamConfig) -> faust.App:
                 runtime["ingest_task"] = asyncio.ensure_future(ingest.run())
             if runtime["watchdog_task"] is None:
                 runtime["watchdog_task"] = asyncio.ensure_future(watch())
+            if config.replay and runtime["replay_task"] is None:
+                runtime["replay_task"] = asyncio.ensure_future(until_replayed())
 
         async def on_stop(self) -> None:
-            if runtime["watchdog_task"] is not None:
-                runtime["watchdog_task"].cancel()
+            for name in ("watchdog_task", "replay_task"):
+                if runtime[name] is not None:
+                    runtime[name].cancel()
             ingest, task = runtime["ingest"], runtime["ingest_task"]
             if ingest is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -463,6 +467,67 @@ def build_app(config: StreamConfig) -> faust.App:
                       "work for %.0fs: seeking back to it", tp.topic, tp.partition, committed,
                       consumer.highwater(tp), config.stall_seconds)
             await consumer.seek(tp, committed)
+
+    async def until_replayed() -> None:
+        """Replay mode: stop this worker once the whole group is done: every input partition
+        committed by ingest up to its end (seen at start), then every internal partition
+        committed by the stage up to the internal topic's end. `replay_progress(done, total)`
+        is called on the way (input records)."""
+        from aiokafka import AIOKafkaConsumer
+
+        from streams.kafka_io import make_admin
+
+        admin = make_admin(config.kafka)
+        probe = AIOKafkaConsumer(bootstrap_servers=config.bootstrap, group_id=None,
+                                 **config.kafka.aiokafka_kwargs())
+        await admin.start()
+        await probe.start()
+        try:
+            while True:
+                await asyncio.sleep(0.5)
+                ingest = runtime["ingest"]
+                if ingest is None or ingest.bounds is None:
+                    continue
+                try:
+                    if await replayed(admin, probe, ingest.bounds):
+                        break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a passing broker error: look again
+                    log.debug("replay progress check failed: %s", exc)
+        finally:
+            await probe.stop()
+            await admin.close()
+        runtime["replay_done"] = time.monotonic()
+        log.info("replay complete: stopping")
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)  # Faust's own clean stop
+
+    async def replayed(admin: Any, probe: Any, bounds: dict[Any, tuple[int, int]]) -> bool:
+        from aiokafka import TopicPartition
+
+        done_inputs = await admin.list_consumer_group_offsets(config.ingest_group)
+        total = sum(end - start for start, end in bounds.values())
+        done = 0
+        finished = True
+        for tp, (start, end) in bounds.items():
+            at = done_inputs.get(tp)
+            committed = at.offset if at is not None and at.offset >= 0 else start
+            done += max(0, min(committed, end) - start)
+            finished &= committed >= end
+        if runtime["replay_progress"] is not None:
+            runtime["replay_progress"](done, total)
+        if not finished:
+            return False
+        internal = [TopicPartition(config.tracking_events_topic, p)
+                    for p in range(config.partitions)]
+        ends = await probe.end_offsets(internal)
+        done_stage = await admin.list_consumer_group_offsets(config.app_id)
+        return all(
+            ends[tp] == 0 or (done_stage.get(tp) is not None and done_stage[tp].offset >= ends[tp])
+            for tp in internal)
 
     async def refresh_metrics() -> None:
         """The gauges that need a look at the consumers, the table and the watchdog."""

@@ -15,6 +15,7 @@ outage) stops the worker before the batch is committed: the record is never skip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -101,6 +102,9 @@ class Ingest:
         self.records = 0
         self.dead_letters = 0
         self.last_progress = time.monotonic()
+        # bounded (replay): every input partition's [start, end) seen when ingest began;
+        # records at or past `end` are left alone and the partition is paused there
+        self.bounds: dict[Any, tuple[int, int]] | None = None
 
     def new_consumer(self) -> Any:
         from aiokafka import AIOKafkaConsumer
@@ -135,6 +139,8 @@ class Ingest:
                     pass
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
+                if ingest.bounds is not None:
+                    await ingest._start_bounded(assigned)
                 by_topic: dict[str, list[int]] = {}
                 for tp in sorted(assigned):
                     by_topic.setdefault(tp.topic, []).append(tp.partition)
@@ -145,6 +151,8 @@ class Ingest:
         self.consumer = consumer = self.new_consumer()
         await consumer.start()
         try:
+            if c.replay:
+                self.bounds = await self._bounds()
             consumer.subscribe([c.labels_topic, c.scans_topic], listener=Listener())
             while not self._stopping:
                 records = await consumer.getmany(timeout_ms=200, max_records=c.max_poll_records)
@@ -161,9 +169,68 @@ class Ingest:
         finally:
             await consumer.stop()
 
+    async def _bounds(self) -> dict[Any, tuple[int, int]]:
+        """[start, end) of every partition of the inputs: end is the end offset now, start
+        the first offset at or after `replay_from_ms` (or the log start)."""
+        from aiokafka import TopicPartition
+
+        c = self.config
+        consumer = self.consumer
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(topic, p) for topic in (c.labels_topic, c.scans_topic)
+               for p in sorted(cluster.partitions_for_topic(topic) or ())]
+        if not tps:
+            return {}
+        end = await consumer.end_offsets(tps)
+        start = await consumer.beginning_offsets(tps)
+        if c.replay_from_ms is not None:
+            found = await consumer.offsets_for_times({tp: c.replay_from_ms for tp in tps})
+            start = {tp: found[tp].offset if found.get(tp) is not None else end[tp]
+                     for tp in tps}
+        return {tp: (min(start[tp], end[tp]), end[tp]) for tp in tps}
+
+    async def _start_bounded(self, assigned: Any) -> None:
+        """Place each newly assigned partition at its start (a fresh group) and pause the
+        ones already at their end, committing that end so that the replay can tell."""
+        consumer = self.consumer
+        assert self.bounds is not None
+        for tp in assigned:
+            start, end = self.bounds.get(tp, (0, 0))
+            committed = await consumer.committed(tp)
+            if committed is None:
+                consumer.seek(tp, start)
+                committed = start
+            if committed >= end:
+                consumer.pause(tp)
+                if committed != end or start >= end:
+                    with contextlib.suppress(Exception):
+                        await consumer.commit({tp: max(committed, end)})
+
+    def _cut_at_bounds(self, records: dict[Any, list[Any]]) -> tuple[
+            dict[Any, list[Any]], dict[Any, int]]:
+        """Records before each partition's end; the partitions that reached it -> end."""
+        assert self.bounds is not None
+        kept: dict[Any, list[Any]] = {}
+        ended: dict[Any, int] = {}
+        for tp, recs in records.items():
+            end = self.bounds.get(tp, (0, 0))[1]
+            if recs and recs[-1].offset >= end:
+                recs = [r for r in recs if r.offset < end]
+                ended[tp] = end
+            elif recs and recs[-1].offset + 1 == end:
+                ended[tp] = end
+            kept[tp] = recs
+        return kept, ended
+
     async def _handle(self, records: dict[Any, list[Any]]) -> None:
         c = self.config
+        ended: dict[Any, int] = {}
+        if self.bounds is not None:
+            records, ended = self._cut_at_bounds(records)
         batch = build_batch(records, c.partitions, c.settings.max_message_bytes)
+        batch.offsets.update(ended)
+        for tp in ended:
+            self.consumer.pause(tp)
         await self._produce(batch)
         try:
             await self.consumer.commit(batch.offsets)

@@ -53,6 +53,9 @@ class Progress:
             filled = int(fraction * _WIDTH)
             bar = "#" * filled + "-" * (_WIDTH - filled)
             head = f"{self.label} [{bar}] {fraction:6.1%}"
+            if 0 < fraction < 1:
+                left = elapsed * (1 - fraction) / fraction
+                head += f"  ETA {int(left // 60)}:{int(left % 60):02d}"
         else:
             head = f"{self.label}"
         self.stream.write(f"\r{head}  {self.count:,} {self.unit}  {rate:,.0f}/s\x1b[K")

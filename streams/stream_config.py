@@ -62,6 +62,10 @@ class StreamConfig:
     stall_seconds: float = 30.0  # the watchdog's alarm: a partition flat this long with lag
     produce_timeout: float = 300.0  # a send waits this long through a broker outage
     ingest: bool = True  # False: run the stateful stage only (benchmarks, tests)
+    # replay: read the inputs up to the end offsets seen at start (from replay_from_ms, epoch
+    # ms, or the beginning), then stop once the whole group is done (streams.commands.replay)
+    replay: bool = False
+    replay_from_ms: int | None = None
     settings: Any = field(default_factory=_default_settings)
     # Security (SASL/TLS) of every client the worker makes; its bootstrap is kept equal to
     # `bootstrap` above (set from it when None). See streams.kafka_security.
@@ -139,6 +143,7 @@ _INT_FIELDS = {
     "fetch_max_wait_ms",
     "frame_max_events",
     "stage_max_pending",
+    "replay_from_ms",
 }
 _FLOAT_FIELDS = {"commit_interval", "producer_linger", "session_timeout", "produce_timeout",
                  "stall_seconds"}
@@ -149,7 +154,7 @@ def _parse(name: str, raw: str) -> Any:
         return int(raw)
     if name in _FLOAT_FIELDS:
         return float(raw)
-    if name in ("create_topics", "ingest"):
+    if name in ("create_topics", "ingest", "replay"):
         return raw.strip().lower() not in {"0", "false", "no", "off"}
     if name == "state_dir":
         return Path(raw)

@@ -37,7 +37,13 @@ async def _alerts(bootstrap: str, topic: str) -> list[dict]:
 
 
 def _ids(alerts: list[dict]) -> set[Finding]:
-    return {(a["alert_id"], a["rule"], a["label_id"]) for a in alerts}
+    """The open findings once revisions are applied (the highest revision of each alert)."""
+    latest: dict[str, dict] = {}
+    for a in alerts:
+        if a["revision"] > latest.get(a["alert_id"], {"revision": 0})["revision"]:
+            latest[a["alert_id"]] = a
+    return {(a["alert_id"], a["rule"], a["label_id"]) for a in latest.values()
+            if a["status"] == "open"}
 
 
 def _offline(tmp_path: Path) -> tuple[set[Finding], set[tuple]]:
@@ -68,39 +74,101 @@ async def _simulate_to(bootstrap: str, topics: dict[str, str], rate: float = 0) 
     assert await asyncio.to_thread(main, argv) == 0
 
 
-async def _replay(bootstrap: str, topics: dict[str, str]) -> None:
+async def _replay(bootstrap: str, topics: dict[str, str], *extra: str) -> None:
     argv = ["replay", "--bootstrap", bootstrap, "--labels-topic", topics["labels"],
             "--scans-topic", topics["scans"], "--alerts-topic", topics["replay-alerts"],
-            "--dead-letters-topic", topics["replay-dead"]]  # fmt: skip
+            "--dead-letters-topic", topics["replay-dead"], "--partitions", "3",
+            *extra]  # fmt: skip
+    if "--in-memory" in extra:
+        assert await asyncio.to_thread(main, argv) == 0
+        return
+    # the stream runtime runs a Faust worker, which wants the main thread: a process
+    import subprocess
+    import sys
+
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "streams.cli", *argv], capture_output=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+
+
+async def test_replay_on_the_stream_runtime_equals_offline(
+    kafka_bootstrap: str, create_topic, kafka_admin, tmp_path: Path
+) -> None:
+    expected, _ = _offline(tmp_path)
+    topics = await _topics(create_topic, "labels", "scans", "replay-alerts", "replay-dead")
+    await _simulate_to(kafka_bootstrap, topics)
+    replay_id = f"replay-test-{uuid.uuid4().hex[:8]}"
+    await _replay(kafka_bootstrap, topics, "--replay-id", replay_id)
+    # its own consumer groups, nobody else's
+    groups = {g[0] if isinstance(g, tuple) else g for g in
+              await kafka_admin.list_consumer_groups()}
+    assert {replay_id, f"{replay_id}-ingest"} <= groups
+    replayed = await _alerts(kafka_bootstrap, topics["replay-alerts"])
+    assert _ids(replayed) == expected
+    dead = await _alerts(kafka_bootstrap, topics["replay-dead"])
+    assert len(dead) == 4
+    assert {d["source_topic"] for d in dead} <= {topics["labels"], topics["scans"]}
+
+    # a second replay (a new id) of the same history, cleaned up after: same ids again
+    second = f"replay-test-{uuid.uuid4().hex[:8]}"
+    await _replay(kafka_bootstrap, topics, "--replay-id", second, "--cleanup")
+    again = await _alerts(kafka_bootstrap, topics["replay-alerts"])
+    assert _ids(again) == expected
+    left = set(await kafka_admin.list_topics())
+    assert not {t for t in left if t.startswith(second)}, "cleanup leaves no internal topic"
+    assert f"{replay_id}-tracking-events" in left  # the first one was not asked to
+
+    # report straight from the topic: repeated alerts count once (same alert_id)
+    out = tmp_path / "report.json"
+    argv = ["report", "--topic", topics["replay-alerts"], "--bootstrap", kafka_bootstrap,
+            "--format", "json", "--output", str(out)]  # fmt: skip
     assert await asyncio.to_thread(main, argv) == 0
+    assert orjson.loads(out.read_bytes())["totals"]["alerts"] == len(expected)
 
 
-async def test_replay_equals_offline_and_leaves_no_group(
+async def test_two_replay_processes_share_the_partitions(
+    kafka_bootstrap: str, create_topic, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    expected, _ = _offline(tmp_path)
+    topics = await _topics(create_topic, "labels", "scans", "replay-alerts", "replay-dead")
+    await _simulate_to(kafka_bootstrap, topics)
+    replay_id = f"replay-pair-{uuid.uuid4().hex[:8]}"
+    argv = [sys.executable, "-m", "streams.cli", "replay", "--bootstrap", kafka_bootstrap,
+            "--labels-topic", topics["labels"], "--scans-topic", topics["scans"],
+            "--alerts-topic", topics["replay-alerts"], "--dead-letters-topic",
+            topics["replay-dead"], "--partitions", "3", "--replay-id", replay_id,
+            "--loglevel", "info"]  # fmt: skip
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))  # noqa: SIM115
+             for log in logs]
+    try:
+        codes = [await asyncio.to_thread(p.wait, 240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
+    shares = [[line for line in log.read_text().splitlines()
+               if "ingest assigned partitions" in line] for log in logs]
+    assert all(shares), "each process took a share of the input partitions"
+    assert _ids(await _alerts(kafka_bootstrap, topics["replay-alerts"])) == expected
+
+
+async def test_replay_in_memory_equals_offline_and_leaves_no_group(
     kafka_bootstrap: str, create_topic, kafka_admin, tmp_path: Path
 ) -> None:
     expected, _ = _offline(tmp_path)
     topics = await _topics(create_topic, "labels", "scans", "replay-alerts", "replay-dead")
     await _simulate_to(kafka_bootstrap, topics)
     groups_before = set(await kafka_admin.list_consumer_groups())
-    await _replay(kafka_bootstrap, topics)
+    await _replay(kafka_bootstrap, topics, "--in-memory")
     assert set(await kafka_admin.list_consumer_groups()) == groups_before
     replayed = await _alerts(kafka_bootstrap, topics["replay-alerts"])
     assert len(replayed) == len(expected) and _ids(replayed) == expected
-    dead = await _alerts(kafka_bootstrap, topics["replay-dead"])
-    assert len(dead) == 4
-    assert {d["source_topic"] for d in dead} <= {topics["labels"], topics["scans"]}
-
-    # a second replay of the same history: same ids again (appended after the first ones)
-    await _replay(kafka_bootstrap, topics)
-    again = await _alerts(kafka_bootstrap, topics["replay-alerts"])
-    assert len(again) == 2 * len(expected) and _ids(again) == expected
-
-    # report straight from the topic: the repeated alerts count once (same alert_id)
-    out = tmp_path / "report.json"
-    argv = ["report", "--topic", topics["replay-alerts"], "--bootstrap", kafka_bootstrap,
-            "--format", "json", "--output", str(out)]  # fmt: skip
-    assert await asyncio.to_thread(main, argv) == 0
-    assert orjson.loads(out.read_bytes())["totals"]["alerts"] == len(expected)
 
 
 async def test_replay_equals_a_live_worker(

@@ -1,14 +1,23 @@
 """Reprocess the input topics from the beginning (or --from) into replay topics, then stop.
 
-Reads every partition of the labels and scans topics up to the end offsets seen at start
-with a plain consumer that has no group: it commits nothing, joins nothing, and so cannot
-disturb the live workers' consumer group or their offsets. State is fresh and in memory
-(streams.offline: the workers' core, applied in event-time order by default), so the same
-history gives the same alert ids as live processing. Alerts go to `--alerts-topic` (default
-tracking.alerts.replay) keyed by tracking number, dead letters to `--dead-letters-topic`
-(default tracking.deadletter.replay) keyed by the input record's key; both are created when
-missing. With `--from TIME` only records from that time on are read: state starts empty
-there, so start at least one reuse window (180 days) before the period you care about.
+By default replay runs on the stream runtime, the same one the workers run: a fresh
+application id of its own (`--replay-id`, default `replay-<UTC time>`: its own consumer
+groups, internal topic and changelog, so the live workers' groups and offsets are never
+touched), state in RocksDB on disk (`--state-dir`), memory bounded whatever the history's
+length. It reads every partition of the labels and scans topics up to the end offsets seen
+at start, and stops once the whole group is done. Several `replay` processes started with
+the same --replay-id (on one machine or many) share the partitions. Alerts go, with their
+revisions, to `--alerts-topic` (default tracking.alerts.replay) keyed by tracking number;
+dead letters to `--dead-letters-topic` (default tracking.deadletter.replay). `--cleanup`
+deletes the replay's internal topics and local state afterwards.
+
+`--in-memory` runs the offline core in this one process instead (state and the decoded
+history in memory, applied in event-time order): quicker to start for a small history (no
+topics or consumer groups to set up), but its memory grows with the history (~1.4 KB per
+event), so it is for histories of up to a few hundred thousand events.
+
+With `--from TIME` only records from that time on are read: state starts empty there, so
+start at least one reuse window (180 days) before the period you care about.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from streams.impact import parse_time
@@ -50,9 +61,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dead-letters-topic", "--deadletter-topic", default="tracking.deadletter.replay"
     )
-    parser.add_argument("--partitions", type=int, default=8, help="for topics created (8)")
+    parser.add_argument("--partitions", type=int, default=8,
+                        help="partitions of the topics created, and of the replay's internal "
+                        "topic and changelog (8)")
     parser.add_argument("--replication", type=int, default=1, help="for topics created (1)")
-    parser.add_argument("--order", choices=ORDERS, default="event-time")
+    parser.add_argument("--replay-id", default=None,
+                        help="application id of the replay (consumer groups, internal topics);"
+                        " give every process of one replay the same (default replay-<UTC "
+                        "time>)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="RocksDB state of this process (default: a directory under the "
+                        "system's temporary directory, removed afterwards)")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="afterwards, delete the replay's internal topic and changelog "
+                        "(and this process's state)")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="run the offline core in this process, state in memory: for "
+                        "small histories only (memory grows ~1.4 KB per event)")
+    parser.add_argument("--order", choices=ORDERS, default="event-time",
+                        help="with --in-memory: apply in event-time order (default) or input "
+                        "order")
+    parser.add_argument("--loglevel", default="warning",
+                        choices=["debug", "info", "warning", "error"])
 
 
 async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
@@ -112,6 +142,8 @@ async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.in_memory:
+        return run_on_stream_runtime(args)
     try:
         summary, missing = asyncio.run(replay(args))
     except (ValueError, KafkaUnavailable) as exc:  # KafkaConfigError is a ValueError
@@ -124,3 +156,93 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+# ---------------------------------------------------------------- on the stream runtime
+
+
+def default_replay_id() -> str:
+    return "replay-" + datetime.now(UTC).strftime("%Y%m%dt%H%M%S")
+
+
+def run_on_stream_runtime(args: argparse.Namespace) -> int:
+    """One replay process on the stream runtime (streams.app in replay mode)."""
+    import shutil
+    import tempfile
+    import time
+
+    from streams.commands.worker import serve
+    from streams.stream_config import StreamConfig
+
+    try:
+        kafka = config_from_args(args)
+    except ValueError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    if args.alerts_topic in (args.labels_topic, args.scans_topic):
+        print("replay: the alerts topic must not be an input topic", file=sys.stderr)
+        return 2
+    replay_id = args.replay_id or default_replay_id()
+    own_state = args.state_dir is None
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix=f"tv-{replay_id}-"))
+    config = StreamConfig(
+        app_id=replay_id, bootstrap=kafka.bootstrap, kafka=kafka, state_dir=state_dir,
+        partitions=args.partitions, replication=args.replication,
+        labels_topic=args.labels_topic, scans_topic=args.scans_topic,
+        alerts_topic=args.alerts_topic, deadletter_topic=args.dead_letters_topic,
+        replay=True,
+        replay_from_ms=None if args.from_time is None else int(args.from_time.timestamp()
+                                                               * 1000),
+    )
+    progress = Progress("replay")
+    state: dict[str, Any] = {}
+
+    def on_progress(done: int, total: int) -> None:
+        progress.total = total
+        progress.update(done - progress.done, done - progress.count)
+
+    def on_built(app: Any) -> None:
+        state["app"] = app
+        app.tracking["runtime"]["replay_progress"] = on_progress
+
+    print(f"replay {replay_id}: {args.labels_topic}, {args.scans_topic} -> "
+          f"{args.alerts_topic}, {args.dead_letters_topic}", file=sys.stderr)
+    started = time.monotonic()
+    try:
+        with progress:
+            code = serve(config, loglevel=args.loglevel, on_built=on_built)
+    finally:
+        if own_state or args.cleanup:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    app = state.get("app")
+    runtime = app.tracking["runtime"] if app is not None else {}
+    if code != 0 or runtime.get("replay_done") is None:
+        print(f"replay {replay_id}: stopped before the end (exit {code or 1}); run it again "
+              "with the same --replay-id to continue", file=sys.stderr)
+        return code or 1
+    seconds = time.monotonic() - started
+    ingest, stage = runtime["ingest"], app.tracking["stage"]
+    print(f"replay {replay_id}: this process read {ingest.records:,} records "
+          f"({ingest.dead_letters:,} dead letters), applied {stage.events:,} events, "
+          f"published {stage.alerts:,} alerts and revisions, {seconds:.1f}s, "
+          f"{stage.events / max(seconds, 1e-9):,.0f} events/s", file=sys.stderr)
+    if args.cleanup:
+        asyncio.run(cleanup(kafka, config))
+    return 0
+
+
+async def cleanup(kafka: Any, config: Any) -> None:
+    """Delete the replay's internal topics (its consumer groups expire on their own)."""
+    from streams.kafka_io import make_admin
+
+    admin = make_admin(kafka)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        mine = [t for t in (config.tracking_events_topic, config.changelog_topic,
+                            f"{config.app_id}-__assignor-__leader") if t in existing]
+        if mine:
+            await admin.delete_topics(mine)
+            print(f"replay {config.app_id}: deleted {', '.join(mine)}", file=sys.stderr)
+    finally:
+        await admin.close()

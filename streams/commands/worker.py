@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -113,8 +114,10 @@ def run(args: argparse.Namespace) -> int:
     return serve(config, loglevel=args.loglevel)
 
 
-def serve(config: StreamConfig, loglevel: str = "warning") -> int:
-    """Run one Faust worker in this process until SIGINT/SIGTERM; returns the exit code."""
+def serve(config: StreamConfig, loglevel: str = "warning",
+          on_built: Callable[[Any], None] | None = None) -> int:
+    """Run one Faust worker in this process until SIGINT/SIGTERM; returns the exit code.
+    `on_built(app)` is called with the app before it starts (replay reads it afterwards)."""
     import faust
 
     from streams.app import build_app
@@ -143,6 +146,8 @@ def serve(config: StreamConfig, loglevel: str = "warning") -> int:
         return 2
     config.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = build_app(config)
+    if on_built is not None:
+        on_built(app)
     worker = faust.Worker(
         app,
         loglevel=loglevel,
