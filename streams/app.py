@@ -313,6 +313,10 @@ def build_app(config: StreamConfig) -> faust.App:
             elif new_state != stored:  # a redelivery changes nothing: no changelog write
                 table[key] = new_state
 
+    from streams import web_api  # the lookup API on the web server, if any
+
+    web_api.register(app, table, config)
+
     app.tracking = {  # type: ignore[attr-defined]  # handles for tests and benchmarks
         "config": config,
         "inputs": inputs,
