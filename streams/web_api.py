@@ -138,10 +138,11 @@ class LookupApi:
         at_ts = _now() if text is None else lookup.parse_at(text)
         key = q.key.encode()
         owners = self._owners(forwarded=FORWARDED in request.headers)
-        owner = self._owner(owners, key)
+        partition = self._partition(key)
+        owner = self._owner(owners, partition)
         if owner is not None:
             return await self._forward_get(owner, request)
-        return _json(self._answer(q, at_ts))
+        return _json(self._answer(q, key, partition, at_ts))
 
     async def get_empty(self, request: web.Request) -> web.StreamResponse:
         raise RequestError("empty", "empty tracking number")
@@ -154,9 +155,11 @@ class LookupApi:
         results: list[Any] = [None] * len(queries)
         remote: dict[str, list[int]] = {}
         for i, q in enumerate(queries):
-            owner = self._owner(owners, q.key.encode())
+            key = q.key.encode()
+            partition = self._partition(key)
+            owner = self._owner(owners, partition)
             if owner is None:
-                results[i] = self._answer(q, at_ts)
+                results[i] = self._answer(q, key, partition, at_ts)
             else:
                 remote.setdefault(owner, []).append(i)
         if remote:
@@ -170,10 +173,27 @@ class LookupApi:
 
     # ------------------------------------------------------------ the state
 
-    def _answer(self, q: lookup.Query, at_ts: int) -> dict[str, Any]:
-        stored = self.table.get(q.key.encode())
+    def _answer(self, q: lookup.Query, key: bytes, partition: int, at_ts: int,
+                ) -> dict[str, Any]:
+        stored = self._stored(key, partition)
         state = None if stored is None else TrackingState.from_bytes(stored)
         return lookup.status(state, q.carrier, q.number, at_ts, self.settings, q.validation)
+
+    def _stored(self, key: bytes, partition: int) -> bytes | None:
+        """The table's value of `key` (raw serializers: the bytes as stored). Faust's RocksDB
+        store keeps one DB per partition: reading the key's own is ~2x cheaper per lookup
+        than table.get, which probes every partition's DB twice (py-spy)."""
+        store = self.table.data
+        dbs = getattr(store, "_dbs", None)
+        if dbs is None:  # another store (memory://): its mapping
+            try:
+                return store[key]
+            except KeyError:
+                return None
+        db = dbs.get(partition)
+        if db is None:
+            raise Unavailable(f"partition {partition} is not open on this worker yet")
+        return db.get(key)
 
     def _owners(self, forwarded: bool) -> dict[int, str | None]:
         """partition -> the owner's URL, None for this worker's own partitions. A worker
@@ -191,9 +211,12 @@ class LookupApi:
             owners = {p: url for p, url in owners.items() if url is None}
         return owners
 
-    def _owner(self, owners: dict[int, str | None], key: bytes) -> str | None:
-        """The URL of the worker owning `key` (None: this one)."""
-        partition = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+    def _partition(self, key: bytes) -> int:
+        """The key's partition, as the producers' default partitioner puts it."""
+        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+
+    def _owner(self, owners: dict[int, str | None], partition: int) -> str | None:
+        """The URL of the worker owning `partition` (None: this one)."""
         try:
             return owners[partition]
         except KeyError:
