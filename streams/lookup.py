@@ -38,7 +38,7 @@ import orjson
 from streams import detection
 from streams import schema as _schema
 from streams.carriers import carriers
-from streams.detection import STATUSES, TrackingState, rfc3339
+from streams.detection import TrackingState, rfc3339
 from streams.settings import Settings
 from streams.validation import Validation, validate
 
@@ -63,7 +63,10 @@ _labels_taking_part = detection._held  # purchased, valid number; oldest first, 
 _last_activity = detection._last_activity  # per label: purchase or latest scan belonging to it
 _ACCEPTED = detection._ACCEPTED  # scan status index: accepted or later
 _scan_dict = detection._scan_dict  # {occurred_at, status, postal_code, country}
-# scan facts: (occurred_at, status index, postal code, country), sorted ----------------------
+# scan facts, sorted by time: (occurred_at, status index, postal code, country)
+_scan_time = itemgetter(0)
+_scan_status = itemgetter(1)
+# ---------------------------------------------------------------------------------------------
 
 
 def status(state: TrackingState | None, carrier: str, number: str, at_ts: int,
@@ -80,10 +83,11 @@ def status(state: TrackingState | None, carrier: str, number: str, at_ts: int,
     recent = False
     if state is not None:
         scans = state.scans
-        upto = bisect_right(scans, (at_ts, len(STATUSES)))  # scans at or before `at`
+        upto = bisect_right(scans, at_ts, key=_scan_time)  # scans at or before `at`
         if upto:
             last_scan = _scan_dict(scans[upto - 1])
-            accepted = next((s[0] for s in reversed(scans[:upto]) if s[1] >= _ACCEPTED), None)
+            accepted = next((_scan_time(s) for s in reversed(scans[:upto])
+                             if _scan_status(s) >= _ACCEPTED), None)
             if accepted is not None and at_ts - accepted < window:
                 recent = True
                 free_after = accepted + window

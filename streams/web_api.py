@@ -293,9 +293,10 @@ def _now() -> int:
 
 def _raw_segments(raw_path: str) -> tuple[str, str]:
     """(carrier, number) percent-decoded from the raw path: not UTF-8 is a 400."""
-    parts = raw_path.split("?", 1)[0].split("/")
+    parts = raw_path.split("?", 1)[0].split("/")  # "", "v1", "tracking", carrier, number
     try:
-        return tuple(unquote_to_bytes(s).decode("utf-8") for s in parts[3:5])  # type: ignore
+        return (unquote_to_bytes(parts[3]).decode("utf-8"),
+                unquote_to_bytes(parts[4]).decode("utf-8"))
     except UnicodeDecodeError:
         raise RequestError("encoding", "the path is not UTF-8 once percent-decoded") from None
 
