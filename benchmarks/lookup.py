@@ -13,12 +13,26 @@ kind of traffic (10 ms ticks), this process measures:
   (2) max      GET closed loop, 16 connections: the most requests/s;
   (3) batch    POST /v1/tracking/check of 1,000 numbers, 4 connections in a closed loop:
                numbers/s and the latency of a batch.
+Before the feed starts, (0) measures the worker's CPU per single request and per batched
+number (/proc), the figure that least depends on what else runs on the machine.
 Numbers asked: half known to the table, half never seen. Targets (issue 11): p99 < 20 ms
 at 500 requests/s, and >= 20,000 numbers/s through batches. Afterwards the worker's lag
 says whether it kept up with --rate while answering.
 
 Everything shares the machine (2 cores here: the broker, the worker, the feeder and the
 load generator), so the figures are conservative and noisy.
+
+Measured 2026-11-30 on the 2-core VM while five other sessions ran (load average 5-12),
+local broker, stock Faust runtime (before the lead's faster one):
+  (0) worker CPU 220 us per single request (~4,500/s per core) and 21 us per number in a
+      batch (~48,000 numbers/s per core): the API fits the targets with 11% of a core at
+      500 requests/s and 42% at 20,000 numbers/s;
+  fed 2,000 events/s, one worker cannot keep up (its ceiling is ~1,700/s on a free core)
+  and fell 27,000-108,000 records behind; the lookups then wait behind the stream:
+  (1) at 500 requests/s p50 2-75 ms, p99 33-770 ms (target < 20 ms: missed);
+  (2) 700-2,700 requests/s closed loop;
+  (3) 7,900-30,400 numbers/s in batches (target >= 20,000: met only in the quieter runs).
+  With no feed, the same runs gave p99 35 ms at 500/s and 7,200-22,700 numbers/s.
 """
 
 from __future__ import annotations
@@ -45,6 +59,12 @@ import pipeline as pipeline_bench
 
 from streams.broker import free_port
 from streams.carriers import generate
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -189,6 +209,14 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
             unseen = [(c, generate(c, rng=rng)) for c, _ in known[: len(known) // 2]]
             numbers = known[: len(known) // 2] + unseen
             rng.shuffle(numbers)
+            # (0) the API alone: the worker's CPU per request and per batched number
+            cpu = {}
+            for name, batch_size, connections in (("single", 0, 4), ("batch", 1000, 2)):
+                before = cpu_seconds(run.worker.pid)
+                done = await closed_loop(url, numbers, connections, args.seconds / 4,
+                                         batch=batch_size)
+                used = cpu_seconds(run.worker.pid) - before
+                cpu[name] = (used / done["requests"] / max(batch_size, 1) * 1e6, done)
             feeder = Feeder(run, core_bench.workload(max(args.rate * 10, 1000), 22), args.rate)
             feeding = asyncio.ensure_future(feeder() if args.rate > 0 else asyncio.sleep(0))
             await asyncio.sleep(3.0)  # let the feed reach its pace
@@ -207,6 +235,10 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
                 caught_up = time.monotonic() - t_end
         finally:
             run.stop()
+    for name, unit in (("single", "request"), ("batch", "number in a batch of 1,000")):
+        us, done = cpu[name]
+        print(f"(0) {name}, no feed: worker CPU {us:,.0f} us per {unit} "
+              f"(= {1e6 / us:,.0f}/s per core); measured {done['numbers_per_s']:,.0f}/s")
     print(f"feed: {fed_rate:,.0f} events/s during the measurements; at their end the worker "
           f"was {behind:,} records behind (caught up {caught_up:.1f}s later)")
     print(f"(1) single, open loop at {args.lookups}/s for {args.seconds:.0f}s: "
