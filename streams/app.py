@@ -188,18 +188,32 @@ def new_producer(config: StreamConfig) -> Any:
 
 
 class _Partition:
-    """One table partition's store: RocksDB (rocksdict) or, in unit tests, memory."""
+    """One table partition's store: RocksDB (rocksdict) or, in unit tests, memory.
 
-    def __init__(self, table: Any, partition: int) -> None:
+    The RocksDB handle is Faust's (`_db_for_partition` opens it into Faust's own map, which
+    Faust closes on a revoke): never keep one beyond a step, or a partition that comes back
+    finds its DB still locked by this process. `opened_only` looks without opening: the
+    writer of a revoked partition's last frames leaves its RocksDB alone (the changelog has
+    them: the new owner recovers them)."""
+
+    def __init__(self, table: Any, partition: int, opened_only: bool = False) -> None:
         store = table.data
         self.partition = partition
-        self.rocks = store._db_for_partition(partition) if hasattr(
-            store, "_db_for_partition") else None
+        dbs = getattr(store, "_dbs", None)
+        if dbs is None:  # memory://
+            self.rocks = None
+        elif opened_only:
+            self.rocks = dbs.get(partition)
+        else:
+            self.rocks = store._db_for_partition(partition)
+        self.skip = dbs is not None and self.rocks is None
         self.store = store
         self.get: Callable[[bytes], bytes | None] = (
             self.rocks.get if self.rocks is not None else store.data.get)
 
     def write(self, states: dict[bytes, bytes | None], tp: Any, offset: int | None) -> None:
+        if self.skip:
+            return
         if self.rocks is not None:
             import rocksdict
 
@@ -257,19 +271,11 @@ class Stage:
         self.metrics: Metrics | None = None
         self.overlay: dict[bytes, bytes | None] = {}
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=config.stage_max_pending)
-        self._partitions: dict[int, _Partition] = {}
         self._writer: asyncio.Future[None] | None = None
         self.last_work: dict[int, float] = {}  # partition -> monotonic time of its last frame
         self.frames = 0
         self.events = 0
         self.alerts = 0
-
-    def partition(self, partition: int) -> _Partition:
-        found = self._partitions.get(partition)
-        if found is None or (found.rocks is not None and found.rocks is not getattr(
-                self.table.data, "_dbs", {}).get(partition)):
-            found = self._partitions[partition] = _Partition(self.table, partition)
-        return found
 
     async def process(self, partition: int, value: bytes, event: Any = None) -> None:
         if self._writer is None:
@@ -278,7 +284,7 @@ class Stage:
         c = self.config
         entries = internal_topic.decode_frame(value)
         overlay = self.overlay
-        stored = self.partition(partition).get
+        stored = _Partition(self.table, partition).get
 
         def get(key: bytes) -> bytes | None:
             return overlay[key] if key in overlay else stored(key)
@@ -330,7 +336,8 @@ class Stage:
             offsets = await asyncio.gather(*(self._changelog(part, merged[part])
                                              for part in partitions))
             for part, offset in zip(partitions, offsets, strict=True):
-                self.partition(part).write(merged[part], TP(topic, part), offset)
+                _Partition(self.table, part, opened_only=True).write(
+                    merged[part], TP(topic, part), offset)
         overlay = self.overlay
         for p in batch:
             for key, value in p.states.items():
@@ -612,7 +619,6 @@ def build_app(config: StreamConfig) -> faust.App:
         web_enabled=config.web_port > 0,
         web_port=config.web_port or 6066,
         web_tables_enabled=False,  # never list or dump the table over HTTP
-        web_router_enabled=False,
         web_graph_enabled=False,
         web_stats_enabled=False,
         web_metrics_enabled=False,  # Faust's own: ours is /metrics
@@ -659,6 +665,10 @@ def build_app(config: StreamConfig) -> faust.App:
                 # never let Faust's supervisor restart the agent past this frame
                 fatal(exc)
                 raise
+
+    from streams import web_api  # the lookup API on the web server, if any
+
+    web_api.register(app, table, config)
 
     app.tracking = {  # type: ignore[attr-defined]  # handles for tests, commands, benchmarks
         "config": config,

@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "worker": "worker",
     "check": "check",
+    "lookup": "lookup",
     "scan": "scan",
     "replay": "replay",
     "import": "transfer",

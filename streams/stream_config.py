@@ -46,6 +46,10 @@ class StreamConfig:
     create_topics: bool = True  # declare input/output topics at start when missing
     store: str = "rocksdb://"
     web_port: int = 0  # 0 disables Faust's web server
+    # The host other workers reach this one's web server at (its canonical URL, for the
+    # lookup API's forwarding) and the address it listens on; "" = Faust's defaults
+    # (this machine's host name; all interfaces).
+    web_host: str = ""
     # "earliest": a new consumer group reads the whole topic (nothing is skipped).
     auto_offset_reset: str = "earliest"
     # A worker that dies holds its partitions until this expires (Faust's default is 60 s).
@@ -74,9 +78,6 @@ class StreamConfig:
     # carries ("" -> <hostname>-<pid>)
     log_format: str = "text"
     worker_id: str = ""
-    # the host name other workers and clients reach this worker's web server by (Faust's
-    # web_host; "" -> Faust's default, this machine's name); in compose, the service name
-    web_host: str = ""
 
     def __post_init__(self) -> None:
         if self.log_format not in FORMATS:

@@ -53,9 +53,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int)
     opt("--replication", "replication", "replication factor of topics the worker creates",
         type=int)
-    opt("--web-port", "web_port", "port of Faust's web server; 0 disables it", type=int)
-    opt("--web-host", "web_host",
-        "host name this worker's web server is reached by (default: this machine's name)")
+    opt("--web-port", "web_port", "port of Faust's web server (and the lookup API); "
+        "0 disables it", type=int)
+    opt("--web-host", "web_host", "host name or address the other workers reach this one's "
+        "web server at, also the address it listens on (default: this host's name, all "
+        "interfaces)")
     opt("--labels-topic", "labels_topic", "input topic of label events")
     opt("--scans-topic", "scans_topic", "input topic of carrier scans")
     opt("--alerts-topic", "alerts_topic", "output topic of alerts")
