@@ -305,7 +305,8 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
         "deadletter": f"{prefix}tracking.deadletter",
     }
     lines = list(_read_lines(args.sample))
-    expected = expected_alert_ids(lines) if args.exit_after_sample else set()
+    expected = expected_alert_ids(lines)
+    web_port = _free_port()
 
     with tempfile.TemporaryDirectory(prefix="tracking-validator-demo-") as tmp:
         log_path = args.worker_log or Path(tmp) / "worker.log"
@@ -320,6 +321,7 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
                 "--alerts-topic", topics["alerts"],
                 "--deadletter-topic", topics["deadletter"],
                 "--commit-interval", "0.5",
+                "--web-port", str(web_port), "--web-host", "127.0.0.1",
                 "--loglevel", "warning",
                 *(["--kafka-config", str(args.kafka_config)]
                   if args.kafka_config and not args._local_broker else []),
@@ -343,7 +345,9 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
                 print(f"fed {len(lines)} sample messages from {args.sample}; alerts:",
                       file=sys.stderr)
                 args._starting = False
-                return await _print_until(consumer, topics, expected, args, worker, stop, out)
+                lookup = Lookups(f"http://127.0.0.1:{web_port}", lines)
+                return await _print_until(consumer, topics, expected, args, worker, stop, out,
+                                          lookup)
             finally:
                 await consumer.stop()
         finally:
@@ -353,7 +357,7 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
 
 async def _print_until(consumer: Any, topics: dict[str, str], expected: set[str],
                        args: argparse.Namespace, worker: WorkerProcess, stop: asyncio.Event,
-                       out: IO[str]) -> int:
+                       out: IO[str], lookup: Lookups | None = None) -> int:
     import orjson
 
     seen: dict[str, int] = {}  # alert_id -> highest revision printed
@@ -379,9 +383,14 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: set[str]
                         open_ids.add(alert_id)
                     else:
                         open_ids.discard(alert_id)
+                    if lookup is not None:
+                        lookup.note(obj)
                     print(format_alert(obj), file=out, flush=True)
                 else:
                     print(format_dead_letter(obj), file=out, flush=True)
+        if expected == open_ids and lookup is not None and not lookup.done:
+            # prevention: what a label platform would have been told before selling
+            await lookup.print(out)
         if args.exit_after_sample:
             if expected == open_ids:
                 print(f"all {len(expected)} expected alerts arrived", file=sys.stderr)
@@ -391,6 +400,90 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: set[str]
                       f"missing, {len(open_ids - expected)} unexpected open", file=sys.stderr)
                 return 1
     return 130 if args._signal == signal.SIGINT else 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Lookups:
+    """After the alerts: the lookup API's answer for one re-issued number (from the first
+    previously_used or duplicate_tracking alert) and one fresh number, as of the sample's
+    last event (the API answers for any `at`; now, the sample's window has long passed)."""
+
+    def __init__(self, url: str, lines: list[bytes]) -> None:
+        import orjson
+
+        self.url = url
+        self.reissued: tuple[str, str] | None = None
+        self.done = False
+        latest = ""
+        for line in lines:
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            for name in ("purchased_at", "occurred_at", "voided_at"):
+                value = obj.get(name) if isinstance(obj, dict) else None
+                if isinstance(value, str) and value > latest:
+                    latest = value
+        self.at = latest
+
+    def note(self, alert: dict[str, Any]) -> None:
+        if self.reissued is None and alert.get("rule") in ("previously_used",
+                                                           "duplicate_tracking"):
+            self.reissued = (alert["carrier"], alert["tracking_number"])
+
+    async def print(self, out: IO[str]) -> None:
+        import random
+
+        from streams.carriers import generate
+
+        self.done = True
+        fresh = ("usps", generate("usps", "usps_impb", rng=random.Random()))
+        asks = [("re-issued", self.reissued), ("fresh", fresh)]
+        print(f"lookups before selling a label, as of {self.at} ({self.url}):", file=out)
+        for what, found in asks:
+            if found is None:
+                continue
+            answer = await asyncio.to_thread(self._get, *found)
+            print(f"  {what:<9} {format_lookup(answer)}", file=out, flush=True)
+
+    def _get(self, carrier: str, number: str) -> dict[str, Any]:
+        import urllib.parse
+        import urllib.request
+
+        import orjson
+
+        url = (f"{self.url}/v1/tracking/{carrier}/{urllib.parse.quote(number, safe='')}"
+               f"?at={urllib.parse.quote(self.at)}")
+        for _ in range(50):  # the web server may still be settling after a rebalance
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return dict(orjson.loads(response.read()))
+            except OSError:
+                time.sleep(0.2)
+        return {"carrier": carrier, "tracking_number": number, "status": "unanswered"}
+
+
+def format_lookup(answer: dict[str, Any]) -> str:
+    head = (f"{answer.get('carrier', '?')} {answer.get('tracking_number', '?')}: "
+            f"{str(answer.get('status', '?')).upper()}")
+    holders = answer.get("holders") or []
+    if holders:
+        head += " by " + ", ".join(f"{h['seller_id']} ({h['label_id']})" for h in holders)
+    scan = answer.get("last_scan")
+    if scan:
+        head += f"; last scan {scan['status']} {scan['occurred_at'][:16]}"
+        if scan.get("postal_code"):
+            head += f" at {scan['postal_code']}"
+    if answer.get("free_after"):
+        head += f"; free after {answer['free_after'][:10]}"
+    return head
 
 
 def _read_lines(path: Path) -> list[bytes]:
