@@ -47,6 +47,13 @@ from streams.outputs import dead_letter_max_bytes, dumps, stamp_alert
 from streams.stream_config import StreamConfig
 from streams.watchdog import Watchdog
 
+# The rules whose findings a late message can change (which label a scan belongs to, a late
+# void, a late holder of another seller): `alert_hold` holds these back; invalid_tracking
+# and previously_used never change once raised, so they go out at once.
+HOLDABLE = frozenset({detection.DUPLICATE_TRACKING, detection.DESTINATION_MISMATCH,
+                      detection.VOIDED_LABEL_SCANNED})
+RETRACTED = detection.RETRACTED
+
 if TYPE_CHECKING:
     import faust
 
@@ -239,11 +246,14 @@ class Pending:
     """A frame applied but not yet durable: its alerts are in flight, its states are in the
     overlay; the writer makes it durable and then acks its Faust event."""
 
-    __slots__ = ("alerts", "event", "events", "futures", "partition", "states")
+    __slots__ = ("alerts", "due", "event", "events", "futures", "held", "partition", "states")
 
     def __init__(self, partition: int, states: dict[bytes, bytes | None],
                  alerts: list[tuple[int, dict[str, Any]]], futures: list[asyncio.Future[Any]],
-                 event: Any, events: int) -> None:
+                 event: Any, events: int, held: list[tuple[int, dict[str, Any]]] | None = None,
+                 due: float = 0.0) -> None:
+        self.held = held or []  # alerts held back until `due` (monotonic), then published
+        self.due = due
         self.partition = partition
         self.states = states
         self.alerts = alerts  # (input record timestamp ms, alert)
@@ -270,7 +280,11 @@ class Stage:
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.metrics: Metrics | None = None
         self.overlay: dict[bytes, bytes | None] = {}
-        self.queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=config.stage_max_pending)
+        self.latest_held: dict[str, int] = {}  # alert_id -> latest revision held back
+        self.unpublished: set[str] = set()  # held alerts superseded before any publication
+        # a hold keeps frames pending that long: room for ~100 frames a second of it
+        self.queue: asyncio.Queue[Pending] = asyncio.Queue(
+            maxsize=config.stage_max_pending + int(config.alert_hold * 100))
         self._writer: asyncio.Future[None] | None = None
         self.last_work: dict[int, float] = {}  # partition -> monotonic time of its last frame
         self.frames = 0
@@ -290,15 +304,43 @@ class Stage:
             return overlay[key] if key in overlay else stored(key)
 
         result = detect_frame(entries, get, c.settings)
-        futures = []
-        send = self.producer.send
-        for _, alert in result.alerts:
-            stamped = stamp_alert(alert)
-            futures.append(await send(c.alerts_topic, dumps(stamped),
-                                      key=stamped["tracking_number"].encode()))
+        now_alerts, held = result.alerts, []
+        if c.alert_hold > 0:
+            now_alerts, held = [], []
+            for item in result.alerts:
+                alert = item[1]
+                if alert["rule"] in HOLDABLE:
+                    held.append(item)
+                    self.latest_held[alert["alert_id"]] = alert["revision"]
+                else:
+                    now_alerts.append(item)
+        futures = [await self._publish(alert) for _, alert in now_alerts]
         overlay.update(result.states)
-        await self.queue.put(Pending(partition, result.states, result.alerts, futures, event,
-                                     result.events))
+        await self.queue.put(Pending(partition, result.states, now_alerts, futures, event,
+                                     result.events, held, time.monotonic() + c.alert_hold))
+
+    async def _publish(self, alert: dict[str, Any]) -> asyncio.Future[Any]:
+        stamped = stamp_alert(alert)
+        return await self.producer.send(self.config.alerts_topic, dumps(stamped),
+                                        key=stamped["tracking_number"].encode())
+
+    async def _release(self, pending: Pending) -> None:
+        """Publish a frame's held alerts, now due, but those a later revision of the same
+        alert (still held) supersedes, and the retraction of one never published."""
+        for item in pending.held:
+            alert = item[1]
+            alert_id, revision = alert["alert_id"], alert["revision"]
+            if self.latest_held.get(alert_id, 0) > revision:
+                if revision == 1:
+                    self.unpublished.add(alert_id)
+                continue  # superseded while held: the later revision is published instead
+            self.latest_held.pop(alert_id, None)
+            if alert["status"] == RETRACTED and (revision == 1 or alert_id in self.unpublished):
+                self.unpublished.discard(alert_id)
+                continue  # never published: nothing to retract
+            self.unpublished.discard(alert_id)
+            pending.futures.append(await self._publish(alert))
+            pending.alerts.append(item)
 
     async def _write_loop(self) -> None:
         try:
@@ -314,6 +356,12 @@ class Stage:
             raise
 
     async def _make_durable(self, batch: list[Pending]) -> None:
+        for p in batch:  # in order: a frame is durable only once its held alerts are out
+            if p.held:
+                wait = p.due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self._release(p)
         futures = [f for p in batch for f in p.futures]
         if futures:
             # acknowledged before the state that marks their events as seen is written

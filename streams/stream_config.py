@@ -64,6 +64,11 @@ class StreamConfig:
     frame_max_events: int = 2000  # events per internal-topic record (one stage step)
     stage_max_pending: int = 64  # frames applied but not yet durable (group commit)
     stall_seconds: float = 30.0  # the watchdog's alarm: a partition flat this long with lag
+    # seconds an alert that a late message could still change (duplicate_tracking,
+    # destination_mismatch, voided_label_scanned) is held back before it is published; in
+    # that time a correction replaces it and a retraction cancels it. 0: publish at once and
+    # correct by revision (benchmarks/arrival.py measures the trade)
+    alert_hold: float = 0.0
     produce_timeout: float = 300.0  # a send waits this long through a broker outage
     ingest: bool = True  # False: run the stateful stage only (benchmarks, tests)
     # replay: read the inputs up to the end offsets seen at start (from replay_from_ms, epoch
@@ -147,7 +152,7 @@ _INT_FIELDS = {
     "replay_from_ms",
 }
 _FLOAT_FIELDS = {"commit_interval", "producer_linger", "session_timeout", "produce_timeout",
-                 "stall_seconds"}
+                 "stall_seconds", "alert_hold"}
 
 
 def _parse(name: str, raw: str) -> Any:

@@ -204,3 +204,42 @@ async def test_the_detect_agent_publishes_alerts_and_writes_state(app: Any) -> N
     order = [t for t, _, _ in captured.sent]
     assert order.index(config.alerts_topic) < len(order) - 1 - order[::-1].index(
         config.changelog_topic)
+
+
+@pytest.mark.parametrize("hold", [0.0, 0.3])
+async def test_a_hold_cancels_what_a_late_label_retracts_and_publishes_the_rest(
+    tmp_path: Path, hold: float,
+) -> None:
+    config = StreamConfig(app_id="unit-hold", store="memory://", state_dir=tmp_path,
+                          alert_hold=hold)
+    app = build_app(config)
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    captured = Captured()
+    stage = app.tracking["stage"]
+    stage.producer = captured
+    key = f"usps:{N1}".encode()
+    p = internal_topic.partition_for(key, config.partitions)
+    old = decoded(label_purchased("h1", "L-old", N1, "seller-A", DEC, ship_to=("10001", "US")))
+    # the new parcel's scan comes before its label: at first it counts against L-old
+    scan = decoded(*journey("h2", N1, T0 + timedelta(days=2), "07302", "90012"))
+    new = decoded(label_purchased("h3", "L-new", N1, "seller-B", T0, ship_to=("90012", "US")))
+    async with app.tracking["detect"].test_context() as agent:
+        for frame in (old, scan, new):
+            await agent.put(internal_topic.encode_frame([(1, e) for e in frame]), partition=p)
+        if hold:
+            assert captured.to(config.alerts_topic) == []  # all held so far
+        await stage.drain()
+    alerts = [orjson.loads(v) for _, v in captured.to(config.alerts_topic)]
+    published = sorted((a["rule"], a["label_id"], a["status"], a["revision"]) for a in alerts)
+    if hold:
+        # the destination_mismatch raised against L-old and retracted by L-new's label
+        # within the hold was never published; the duplicate was, once
+        assert published == [("duplicate_tracking", "L-new", "open", 1)]
+    else:  # published at once, then corrected by its retraction
+        assert published == [
+            ("destination_mismatch", "L-old", "open", 1),
+            ("destination_mismatch", "L-old", "retracted", 2),
+            ("duplicate_tracking", "L-new", "open", 1),
+        ]

@@ -65,6 +65,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     opt("--internal-topic", "internal_topic",
         "re-keyed internal topic (default <app-id>-tracking-events)")
     opt("--commit-interval", "commit_interval", "seconds between offset commits", type=float)
+    opt("--alert-hold", "alert_hold", "seconds to hold back an alert a late message could "
+        "still change (a correction replaces it, a retraction cancels it)", type=float)
     opt("--session-timeout", "session_timeout",
         "seconds before the group gives a silent worker's partitions to the others", type=float)
     add("--no-create-topics", dest="create_topics", action="store_const", const=False,
