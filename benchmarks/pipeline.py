@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -52,6 +53,7 @@ from streams import events, internal_topic
 from streams.app import detect_frame
 from streams.commands.demo import WorkerProcess, _have_leaders
 from streams.ingest import build_batch
+from streams.samples import usps_number, wrong_check_digit
 from streams.settings import Settings
 
 PARTITIONS = 4
@@ -373,12 +375,16 @@ async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None
 # ---------------------------------------------------------------- (c) latency
 
 
+_PROBE_RNG = random.Random(20250224)
+
+
 def _probe(i: int) -> bytes:
-    # a wrong check digit: invalid_tracking at once, on the label's own event
+    # a wrong check digit: invalid_tracking at once, on the label's own event (a number of
+    # its own: every probe raises exactly one alert)
     return orjson.dumps({
         "type": "label.purchased", "schema_version": 1, "event_id": f"probe-{i}-{uuid.uuid4()}",
         "label_id": f"probe-{i}-{uuid.uuid4().hex}", "carrier": "usps",
-        "tracking_number": f"94001112062064062607{i % 9}0",
+        "tracking_number": wrong_check_digit(usps_number(_PROBE_RNG)),
         "seller_id": "probe", "order_id": f"probe-{i}",
         "ship_to": {"postal_code": "10001", "country": "US"},
         "purchased_at": "2025-03-01T00:00:00Z",
