@@ -10,9 +10,18 @@ Order. `order="event-time"` (the default) decodes every record first and applies
 in event-time order (ties: input order), so the result is the contract's in-order answer
 whatever the files or topic partitions interleave: `scan scans.jsonl labels.jsonl` equals
 `scan labels.jsonl scans.jsonl`. It keeps the decoded events in memory until `finish()`
-(roughly 1 KB each). `order="input"` applies each record as it is read, with memory bounded
+(roughly 1.4 KB each). `order="input"` applies each record as it is read, with memory bounded
 by the state, and is exact when the input is already in arrival order (one topic export, a
 `simulate --combined` file); detection.py lists the few findings that depend on arrival order.
+
+Bounded memory (`scan_files`, or `Processor(run_events=...)`): the events are sorted by
+(tracking key, event time, input position) with an external sort (streams.external_sort:
+runs on disk, k-way merge) and applied one number at a time, each number's events in event
+time. The detection reads nothing but the number's own state and event, so every alert is
+the one the in-memory path raises; they are buffered (sorted the same way, spilled if many)
+and emitted in the order of the events that raised them, the in-memory path's order. Memory
+is the run buffer and one state, whatever the input size; the runs cost ~4 us per event to
+write and read back (CPU), which `scan_files` spreads over worker processes with the decoding.
 """
 
 from __future__ import annotations
@@ -237,6 +246,7 @@ _KEY_TYPES = (str, int, int)  # tracking key, event time, input position
 @dataclass(slots=True)
 class _Range:
     number: int  # in input order: the high bits of the input position
+    input: int  # which of the inputs (the same file may be given twice)
     source: str  # the dead letters' source_topic
     path: str
     start: int  # byte offsets: start of a line .. just after a newline (or the end)
@@ -253,7 +263,7 @@ class _Decoded:
 
 def _ranges(inputs: list[tuple[str, str]], size: int) -> Iterator[_Range]:
     number = 0
-    for source, path in inputs:
+    for index, (source, path) in enumerate(inputs):
         with open(path, "rb") as handle:
             total = os.fstat(handle.fileno()).st_size
             start = 0
@@ -261,7 +271,7 @@ def _ranges(inputs: list[tuple[str, str]], size: int) -> Iterator[_Range]:
                 handle.seek(max(start + size, start + 1) - 1)
                 handle.readline()  # to just after the next newline
                 end = min(handle.tell(), total)
-                yield _Range(number, source, path, start, end)
+                yield _Range(number, index, source, path, start, end)
                 number += 1
                 start = end
 
@@ -347,7 +357,7 @@ def scan_files(
         tasks = list(_ranges(files, RANGE_BYTES))
         total_bytes = sum(t.end - t.start for t in tasks)
         runs: list[str] = []
-        line_base: dict[str, int] = {}  # lines of the earlier ranges of each input
+        line_base = [0] * len(files)  # lines of the earlier ranges of each input
         show = None if label else False
         fork = "fork" in multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if fork else None)
@@ -358,9 +368,8 @@ def scan_files(
             futures = [pool.submit(_decode_range, task, scratch, settings) for task in tasks]
             for task, future in zip(tasks, futures, strict=True):
                 done = future.result()
-                key = f"{task.source}\0{task.path}"
-                base = line_base.get(key, 0)
-                line_base[key] = base + done.lines
+                base = line_base[task.input]
+                line_base[task.input] += done.lines
                 runs.extend(done.runs)
                 summary.records += done.events
                 if done.dead_letters is not None:

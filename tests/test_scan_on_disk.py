@@ -94,6 +94,9 @@ def test_dead_letters_keep_file_and_line_across_ranges(tmp_path: Path, small_run
     expected = [i for i, line in enumerate(lines, start=1) if line.strip() and line in bad]
     assert [d["offset"] for d in memory[1]] == expected  # blank lines are no dead letters
     assert {d["source_topic"] for d in memory[1]} == {str(path)}
+    # the same file twice: each copy counts its own lines (and every event is a redelivery)
+    twice = _scan(tmp_path, "twice", [str(path), str(path)], "--on-disk")
+    assert twice == (memory[0], memory[1] + memory[1])
 
 
 def test_stdin_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_runs: None) -> None:

@@ -41,7 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         f"files total at most {IN_MEMORY_BYTES >> 20} MiB: the fastest for them. Larger inputs, "
         f"and stdin, go on disk: decoded by --workers processes into sorted runs in "
         f"--temp-dir, merged by tracking number, so memory stays bounded (about 120 MB per "
-        f"worker) whatever the size. Same alerts, in the same order, either way.",
+        f"worker) whatever the size. Same alerts, in the same order, either way. "
+        f"(--order input applies events as read: nothing to sort, always in memory.)",
     )
     where = memory.add_mutually_exclusive_group()
     where.add_argument("--in-memory", dest="storage", action="store_const", const="memory",
@@ -50,8 +51,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="always on disk, however small the input")
     memory.add_argument("--temp-dir", metavar="DIR",
                         help="for the sorted runs (default: $TMPDIR or /tmp)")
-    memory.add_argument("--workers", type=int, metavar="N",
+    memory.add_argument("--workers", type=_positive, metavar="N",
                         help=f"decoding processes on disk (default here: {default_workers()})")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _open_out(path: str | None) -> IO[bytes] | None:
