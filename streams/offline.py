@@ -285,8 +285,8 @@ def _decode_range(task: _Range, scratch: str, settings: Settings) -> _Decoded:
     if lines[-1] == b"":
         lines.pop()  # the range ends with a newline: no line after it
     del data
-    sorter = ExternalSort(scratch, _KEY_TYPES, EVENT_TYPES, RUN_EVENTS, name=f"r{task.number}")
-    add = sorter.add
+    rows: list[tuple[str, int, int, events.Event]] = []
+    add = rows.append
     decode = events.decode
     max_bytes = settings.max_message_bytes
     base = task.number << 32  # input position: range number, then line in the range
@@ -311,7 +311,9 @@ def _decode_range(task: _Range, scratch: str, settings: Settings) -> _Decoded:
     finally:
         if dead is not None:
             dead.close()
-    return _Decoded([str(p) for p in sorter.flush()], len(lines), sorter.count, dead_path)
+    sorter = ExternalSort(scratch, _KEY_TYPES, EVENT_TYPES, RUN_EVENTS, name=f"r{task.number}")
+    sorter.extend(rows)
+    return _Decoded([str(p) for p in sorter.flush()], len(lines), len(rows), dead_path)
 
 
 def default_workers() -> int:
