@@ -115,13 +115,10 @@ def test_help_says_when_each_path_is_used(capsys: pytest.CaptureFixture[str]) ->
         main(["scan", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--in-memory" in text and "--on-disk" in text
-    assert f"at most {offline_in_memory_mib()} MiB" in text and "stdin, go on disk" in text
+    from streams.commands.scan import IN_MEMORY_BYTES, IN_MEMORY_BYTES_ONE_WORKER
 
-
-def offline_in_memory_mib() -> int:
-    from streams.commands.scan import IN_MEMORY_BYTES
-
-    return IN_MEMORY_BYTES >> 20
+    assert f"at most {IN_MEMORY_BYTES >> 20} MiB" in text and "stdin, go on disk" in text
+    assert f"({IN_MEMORY_BYTES_ONE_WORKER >> 20} MiB with one worker)" in text
 
 
 def test_processor_bounded_equals_unbounded(tmp_path: Path) -> None:

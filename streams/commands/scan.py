@@ -23,9 +23,15 @@ from streams.offline import ORDERS, Processor, Summary, default_workers, paused_
 from streams.outputs import dumps
 from streams.progress import Progress
 
-# Up to this many input bytes, event-time order is fastest in memory (~4.3x the input in
-# resident memory: 658 MB for 152 MB). Measured with benchmarks/history.py.
-IN_MEMORY_BYTES = 64 << 20
+# Up to this many input bytes, event-time order is fastest in memory (measured: 12 MiB
+# in memory 94k events/s, on disk 64-70k; 48 MiB in memory 83k, on disk 64k with one worker,
+# 94k with two). Resident memory is ~4.3x the input there (658 MB for 145 MiB).
+IN_MEMORY_BYTES = 32 << 20
+IN_MEMORY_BYTES_ONE_WORKER = 128 << 20  # no second core to decode on: only memory decides
+
+
+def in_memory_limit(workers: int) -> int:
+    return IN_MEMORY_BYTES if workers > 1 else IN_MEMORY_BYTES_ONE_WORKER
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     memory = parser.add_argument_group(
         "memory",
         f"Event-time order holds every decoded event in memory (~1.4 KB each) when the input "
-        f"files total at most {IN_MEMORY_BYTES >> 20} MiB: the fastest for them. Larger inputs, "
+        f"files total at most {IN_MEMORY_BYTES >> 20} MiB ({IN_MEMORY_BYTES_ONE_WORKER >> 20} MiB "
+        f"with one worker): the fastest for them. Larger inputs, "
         f"and stdin, go on disk: decoded by --workers processes into sorted runs in "
         f"--temp-dir, merged by tracking number, so memory stays bounded (about 120 MB per "
         f"worker) whatever the size. Same alerts, in the same order, either way. "
@@ -92,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     sizes = [None if name == "<stdin>" else os.fstat(h.fileno()).st_size for name, h in inputs]
     total = None if None in sizes else sum(s for s in sizes if s is not None)
     storage = args.storage or (
-        "memory" if total is not None and total <= IN_MEMORY_BYTES else "disk"
+        "memory"
+        if total is not None and total <= in_memory_limit(args.workers or default_workers())
+        else "disk"
     )
     if args.order == "input":
         storage = "memory"  # applied as read: nothing to sort
