@@ -20,8 +20,9 @@ runs on disk, k-way merge) and applied one number at a time, each number's event
 time. The detection reads nothing but the number's own state and event, so every alert is
 the one the in-memory path raises; they are buffered (sorted the same way, spilled if many)
 and emitted in the order of the events that raised them, the in-memory path's order. Memory
-is the run buffer and one state, whatever the input size; the runs cost ~4 us per event to
-write and read back (CPU), which `scan_files` spreads over worker processes with the decoding.
+is the run buffer and one state, whatever the input size. Writing the runs and reading them
+back costs about what the in-memory path's dict of states and its big sort cost (measured,
+465k events: 13.9 against 13.7 us of CPU per event), and `scan_files` decodes in parallel.
 """
 
 from __future__ import annotations
@@ -364,7 +365,7 @@ def scan_files(
         fork = "fork" in multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if fork else None)
         with (
-            Progress(f"{label}: decode", total=total_bytes, unit="bytes", enabled=show) as bar,
+            Progress(f"{label}: decode", total=total_bytes, enabled=show) as bar,
             ProcessPoolExecutor(workers, mp_context=context) as pool,
         ):
             futures = [pool.submit(_decode_range, task, scratch, settings) for task in tasks]

@@ -57,7 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--on-disk", dest="storage", action="store_const", const="disk",
                        help="always on disk, however small the input")
     memory.add_argument("--temp-dir", metavar="DIR",
-                        help="for the sorted runs (default: $TMPDIR or /tmp)")
+                        help="for the sorted runs, about the input's size (default: $TMPDIR "
+                             "or /tmp)")  # fmt: skip
     memory.add_argument("--workers", type=_positive, metavar="N",
                         help=f"decoding processes on disk (default here: {default_workers()})")
 
