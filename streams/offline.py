@@ -318,7 +318,7 @@ def _decode_range(task: _Range, scratch: str, settings: Settings) -> _Decoded:
 
 
 def default_workers() -> int:
-    """Decoding processes: the cores this process may use, at most 4 (memory ~120 MB each)."""
+    """Decoding processes: the cores this process may use, at most 4 (memory ~130 MB each)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -342,7 +342,7 @@ def scan_files(
     `inputs` are (source name, path or binary stream); a stream (stdin) is first copied to
     the temporary directory. `workers` processes (default_workers()) decode ranges of
     RANGE_BYTES into sorted runs on disk, then this process merges them by tracking key and
-    applies them (apply_by_key). Memory: ~120 MB per worker, whatever the input size.
+    applies them (apply_by_key). Memory: ~130 MB per process, whatever the input size.
     """
     settings = settings or Settings.from_env()
     workers = workers or default_workers()

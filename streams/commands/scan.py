@@ -47,8 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         f"files total at most {IN_MEMORY_BYTES >> 20} MiB ({IN_MEMORY_BYTES_ONE_WORKER >> 20} MiB "
         f"with one worker): the fastest for them. Larger inputs, "
         f"and stdin, go on disk: decoded by --workers processes into sorted runs in "
-        f"--temp-dir, merged by tracking number, so memory stays bounded (about 120 MB per "
-        f"worker) whatever the size. Same alerts, in the same order, either way. "
+        f"--temp-dir, merged by tracking number, so memory stays bounded (about 130 MB per "
+        f"process) whatever the size. Same alerts, in the same order, either way. "
         f"(--order input applies events as read: nothing to sort, always in memory.)",
     )
     where = memory.add_mutually_exclusive_group()
