@@ -2,7 +2,10 @@
 
 Labels and scans may sit in any files, in any order (`-` reads stdin); by default the events
 are applied in event-time order, so the file order does not matter (`--order input` applies
-them as read, with bounded memory). Alerts and dead letters are written as JSON Lines. A dead
+them as read). Two ways to that order, with the same alerts in the same order: in memory
+(every decoded event held, ~1.4 KB each) for inputs up to IN_MEMORY_BYTES, or on disk
+(streams.offline.scan_files: sorted runs in --temp-dir, bounded memory) for larger ones,
+stdin, or when forced with --on-disk. Alerts and dead letters are written as JSON Lines. A dead
 letter's `source_topic` is the file name as given (`<stdin>` for -), `partition` 0, `offset`
 the 1-based line number (what editors and `sed -n Np` show), `key_b64` null. Blank lines are
 not messages and are skipped. Exit 0 whenever it ran, whatever it found; 2 on usage error or
@@ -16,9 +19,19 @@ import os
 import sys
 from typing import IO, Any
 
-from streams.offline import ORDERS, Processor, paused_gc
+from streams.offline import ORDERS, Processor, Summary, default_workers, paused_gc, scan_files
 from streams.outputs import dumps
 from streams.progress import Progress
+
+# Up to this many input bytes, event-time order is fastest in memory (measured: 12 MiB
+# in memory 94k events/s, on disk 64-70k; 48 MiB in memory 83k, on disk 64k with one worker,
+# 94k with two). Resident memory is ~4.3x the input there (658 MB for 145 MiB).
+IN_MEMORY_BYTES = 32 << 20
+IN_MEMORY_BYTES_ONE_WORKER = 128 << 20  # no second core to decode on: only memory decides
+
+
+def in_memory_limit(workers: int) -> int:
+    return IN_MEMORY_BYTES if workers > 1 else IN_MEMORY_BYTES_ONE_WORKER
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +41,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--dead-letters", metavar="PATH", help="dead letters out (default: counted, not written)"
     )
     parser.add_argument("--order", choices=ORDERS, default="event-time")
+    memory = parser.add_argument_group(
+        "memory",
+        f"Event-time order holds every decoded event in memory (~1.4 KB each) when the input "
+        f"files total at most {IN_MEMORY_BYTES >> 20} MiB ({IN_MEMORY_BYTES_ONE_WORKER >> 20} MiB "
+        f"with one worker): the fastest for them. Larger inputs, "
+        f"and stdin, go on disk: decoded by --workers processes into sorted runs in "
+        f"--temp-dir, merged by tracking number, so memory stays bounded (about 130 MB per "
+        f"process) whatever the size. Same alerts, in the same order, either way. "
+        f"(--order input applies events as read: nothing to sort, always in memory.)",
+    )
+    where = memory.add_mutually_exclusive_group()
+    where.add_argument("--in-memory", dest="storage", action="store_const", const="memory",
+                       help="always in memory (memory grows with the input)")
+    where.add_argument("--on-disk", dest="storage", action="store_const", const="disk",
+                       help="always on disk, however small the input")
+    memory.add_argument("--temp-dir", metavar="DIR",
+                        help="for the sorted runs, about the input's size (default: $TMPDIR "
+                             "or /tmp)")  # fmt: skip
+    memory.add_argument("--workers", type=_positive, metavar="N",
+                        help=f"decoding processes on disk (default here: {default_workers()})")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _open_out(path: str | None) -> IO[bytes] | None:
@@ -57,19 +97,27 @@ def run(args: argparse.Namespace) -> int:
             return lambda record: None
         return lambda record: out.write(dumps(record) + b"\n")
 
-    processor = Processor(write_to(alerts_out), write_to(dead_out), order=args.order)
-    sizes = [os.fstat(h.fileno()).st_size if h is not sys.stdin.buffer else 0 for _, h in inputs]
-    total = sum(sizes) if all(sizes) else None
+    sizes = [None if name == "<stdin>" else os.fstat(h.fileno()).st_size for name, h in inputs]
+    total = None if None in sizes else sum(s for s in sizes if s is not None)
+    storage = args.storage or (
+        "memory"
+        if total is not None and total <= in_memory_limit(args.workers or default_workers())
+        else "disk"
+    )
+    if args.order == "input":
+        storage = "memory"  # applied as read: nothing to sort
     try:
-        with paused_gc(), Progress("scan", total=total) as progress:
-            for name, handle in inputs:
-                for number, line in enumerate(handle, start=1):
-                    progress.update(len(line))
-                    value = line.rstrip(b"\r\n")
-                    if not value.strip():
-                        continue
-                    processor.feed(value, source=name, partition=0, offset=number)
-            summary = processor.finish("scan: apply in event-time order")
+        with paused_gc():
+            if storage == "disk":
+                summary = scan_files(
+                    [(name, handle if name == "<stdin>" else handle.name)
+                     for name, handle in inputs],
+                    write_to(alerts_out), write_to(dead_out),
+                    workers=args.workers, spill_dir=args.temp_dir, label="scan",
+                )  # fmt: skip
+            else:
+                summary = _in_memory(inputs, total, args.order, write_to(alerts_out),
+                                     write_to(dead_out))  # fmt: skip
     except OSError as exc:
         print(f"scan: {exc}", file=sys.stderr)
         return 2
@@ -85,3 +133,19 @@ def run(args: argparse.Namespace) -> int:
     note = "" if dead_out is not None or not summary.dead_letters else " (not written)"
     print(summary.line("scan") + note, file=sys.stderr)
     return 0
+
+
+def _in_memory(
+    inputs: list[tuple[str, IO[bytes]]], total: int | None, order: str, on_alert: Any,
+    on_dead_letter: Any,
+) -> Summary:
+    processor = Processor(on_alert, on_dead_letter, order=order)
+    with Progress("scan", total=total) as progress:
+        for name, handle in inputs:
+            for number, line in enumerate(handle, start=1):
+                progress.update(len(line))
+                value = line.rstrip(b"\r\n")
+                if not value.strip():
+                    continue
+                processor.feed(value, source=name, partition=0, offset=number)
+    return processor.finish("scan: apply in event-time order")
