@@ -140,11 +140,45 @@ def scan_runs(files: list[str], out: Path, workers: int) -> list[Run]:
     return runs
 
 
+BOOTSTRAP: list[str] = []  # the broker of the replay runs, started once by main()
+
+
 def replay_runs(history: Path) -> list[Run]:
-    """SLOT for the lead: `replay` on the stream runtime over `history` imported into a local
-    broker, one process (issue 14, item 3: peak under 1 GiB, growth at most 1.3x). Return one
-    Run per variant measured (measure() takes any command line); none until replay exists."""
-    return []
+    """`replay` on the stream runtime over `history` imported into the broker: one process,
+    4 partitions, its peak memory (the replay's process tree; the broker is apart) and its
+    own events/s (from the first input record read to the last frame made durable)."""
+    if not BOOTSTRAP:
+        return []
+    bootstrap = BOOTSTRAP[0]
+    tag = f"{history.name}-{os.getpid()}"
+    topics = {"labels": f"hist-{tag}.labels", "scans": f"hist-{tag}.scans"}
+    for kind, topic in topics.items():
+        subprocess.run([*CLI, "import", str(history / f"{kind}.jsonl"), "--topic", topic,
+                        "--bootstrap", bootstrap, "--partitions", "4"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    alerts_topic = f"hist-{tag}.alerts"
+    argv = [*CLI, "replay", "--bootstrap", bootstrap, "--labels-topic", topics["labels"],
+            "--scans-topic", topics["scans"], "--alerts-topic", alerts_topic,
+            "--dead-letters-topic", f"hist-{tag}.dead", "--partitions", "4",
+            "--replay-id", f"hist-{tag}", "--cleanup"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while True:
+        waited, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if waited:
+            break
+        peak = max(peak, sum(_rss(p) for p in _tree(proc.pid)))
+        time.sleep(0.05)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"replay failed: {err[-2000:]}")
+    m = re.search(r"applied ([\d,]+) events, .*?([\d,]+) events/s", err)
+    if not m:
+        raise SystemExit(f"replay: no summary line in {err[-2000:]!r}")
+    events = int(m.group(1).replace(",", ""))
+    cpu = usage.ru_utime + usage.ru_stime
+    return [Run("replay", events, float(m.group(2).replace(",", "")), cpu / events * 1e6,
+                peak, usage.ru_maxrss * 1024, history / "replay-alerts-not-compared")]
 
 
 def _pressure() -> str:
@@ -160,11 +194,23 @@ def main() -> int:
     parser.add_argument("--labels", type=int, nargs=2, default=(60000, 180000))
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it (reused)")
+    parser.add_argument("--no-replay", action="store_true",
+                        help="scan only (replay needs a broker: $KAFKA_BOOTSTRAP_SERVERS or a "
+                        "local one)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from streams.offline import default_workers
 
     workers = max(2, default_workers())
+    broker = None
+    if not args.no_replay:
+        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            BOOTSTRAP.append(os.environ["KAFKA_BOOTSTRAP_SERVERS"])
+        else:
+            from streams.broker import LocalBroker
+
+            broker = LocalBroker(heap=("512m", "1g")).start()
+            BOOTSTRAP.append(broker.bootstrap_servers)
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="history-bench-"))
     results: dict[int, list[Run]] = {}
     try:
@@ -195,6 +241,8 @@ def main() -> int:
         print(f"CPU pressure after: {_pressure()}; every variant's alerts equal the in-memory "
               f"path's, in order")
     finally:
+        if broker is not None:
+            broker.stop()
         if not args.keep:
             import shutil
 
