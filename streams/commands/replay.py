@@ -182,6 +182,13 @@ def run_on_stream_runtime(args: argparse.Namespace) -> int:
     if args.alerts_topic in (args.labels_topic, args.scans_topic):
         print("replay: the alerts topic must not be an input topic", file=sys.stderr)
         return 2
+    from streams.kafka_io import KafkaUnavailable, check_connection
+
+    try:  # a refused connection: one line and exit 2, as every command
+        asyncio.run(check_connection(kafka))
+    except KafkaUnavailable as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
     replay_id = args.replay_id or default_replay_id()
     own_state = args.state_dir is None
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix=f"tv-{replay_id}-"))
