@@ -101,6 +101,50 @@ class Feeder:
             await producer.stop()
 
 
+class ProcessFeeder:
+    """The Feeder in a child process: the load generator's event loop then measures lookups
+    only (in one process, the feed's sends delayed the lookups' clock: client-side latency)."""
+
+    def __init__(self, run: Any, traffic_seed: int, size: int, rate: int) -> None:
+        self.run, self.seed, self.size, self.rate = run, traffic_seed, size, rate
+        self.sent = 0
+        self.stopped = asyncio.Event()
+
+    async def __call__(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--feed", self.run.bootstrap, self.run.topics["labels"],
+            self.run.topics["scans"], str(self.rate), str(self.seed), str(self.size),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdin is not None
+
+        async def counts() -> None:
+            async for line in proc.stdout:  # type: ignore[union-attr]
+                self.sent = int(line)
+
+        reader = asyncio.ensure_future(counts())
+        await self.stopped.wait()
+        proc.stdin.close()  # the child stops at the end of its input
+        await proc.wait()
+        await reader
+
+
+async def feed_only(bootstrap: str, labels: str, scans: str, rate: int, seed: int,
+                    size: int) -> None:
+    """--feed: produce `rate` events/s until stdin closes, printing the count each 100 ms."""
+    run = type("FeedRun", (), {"bootstrap": bootstrap,
+                               "topics": {"labels": labels, "scans": scans}})()
+    feeder = Feeder(run, core_bench.workload(size, seed), rate)
+    loop = asyncio.get_running_loop()
+    stdin_closed = loop.run_in_executor(None, sys.stdin.read)
+    task = asyncio.ensure_future(feeder())
+    while not stdin_closed.done():
+        print(feeder.sent, flush=True)
+        await asyncio.sleep(0.1)
+    feeder.stopped.set()
+    await task
+    print(feeder.sent, flush=True)
+
+
 async def load(run: Any, values: list[bytes]) -> None:
     producer = pipeline_bench.make_producer(run.bootstrap)
     await producer.start()
@@ -112,8 +156,7 @@ async def load(run: Any, values: list[bytes]) -> None:
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    async with pipeline_bench.Lag(run.bootstrap, run.app_id, [
-            run.topics["labels"], run.topics["scans"], run.internal]) as lag:
+    async with pipeline_bench.Lag(run.bootstrap, run.groups) as lag:
         await lag.wait_zero(600)
 
 
@@ -217,7 +260,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
                                          batch=batch_size)
                 used = cpu_seconds(run.worker.pid) - before
                 cpu[name] = (used / done["requests"] / max(batch_size, 1) * 1e6, done)
-            feeder = Feeder(run, core_bench.workload(max(args.rate * 10, 1000), 22), args.rate)
+            feeder = ProcessFeeder(run, 22, max(args.rate * 10, 1000), args.rate)
             feeding = asyncio.ensure_future(feeder() if args.rate > 0 else asyncio.sleep(0))
             await asyncio.sleep(3.0)  # let the feed reach its pace
             fed_from, t_from = feeder.sent, time.perf_counter()
@@ -227,8 +270,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
             fed_rate = (feeder.sent - fed_from) / (time.perf_counter() - t_from)
             feeder.stopped.set()
             await feeding
-            async with pipeline_bench.Lag(bootstrap, run.app_id, [
-                    run.topics["labels"], run.topics["scans"], run.internal]) as lag:
+            async with pipeline_bench.Lag(bootstrap, run.groups) as lag:
                 behind = await lag.get()
                 t_end = time.monotonic()
                 await lag.wait_zero(600)
@@ -254,6 +296,11 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--feed"]:  # the child of ProcessFeeder
+        bootstrap, labels, scans, rate, seed, size = argv[1:7]
+        asyncio.run(feed_only(bootstrap, labels, scans, int(rate), int(seed), int(size)))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--labels", type=int, default=None,

@@ -192,6 +192,15 @@ class Lag:
         await self.consumer.stop()
         await self.admin.close()
 
+    async def wait_zero(self, timeout: float, poll: float = 0.1) -> float:
+        """Until nothing is uncommitted; returns when (monotonic)."""
+        deadline = time.monotonic() + timeout
+        while await self.get() != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not catch up")
+            await asyncio.sleep(poll)
+        return time.monotonic()
+
     async def get(self) -> int:
         from aiokafka.errors import KafkaError
 
@@ -238,6 +247,10 @@ class Run:
     def groups(self) -> dict[str, list[str]]:
         return {f"{self.app_id}-ingest": [self.topics["labels"], self.topics["scans"]],
                 self.app_id: [self.internal]}
+
+    async def start(self) -> None:
+        self.worker.start()
+        await self.wait_ready()
 
     async def wait_ready(self) -> None:
         """Started, and a warm-up record went through both stages."""
