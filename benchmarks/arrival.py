@@ -1,16 +1,19 @@
 """Alerts published and then retracted when the labels feed lags the scans feed (issue 10).
 
     python benchmarks/arrival.py [--lags 0,1,3,7,14] [--labels 1200] [--days 40] [--seed 11]
+                                 [--hand-built 0] [--step-hours 24]
 
 One simulated corpus (tests/test_arrival_order.py's: a reuse incident, voids, voided labels
-shipped, misdeliveries, late labels) goes through a fresh `tracking-validator worker` per
-lag: arrival order with every label `lag` days of event time later, cut into batches of
+shipped, misdeliveries, late labels) goes through a fresh `tracking-validator worker` per lag:
+arrival order with every label `lag` days of event time later, cut into batches of
 `--step-hours` of that shifted time, each produced once the worker has committed the previous
 one. Per lag it prints the alert records published (repeats included), distinct alert ids,
 retractions, records with revision > 1, the open alerts (highest revision per alert_id)
 beside the offline mode's, and whether they are the same (alert_id, rule, severity,
 label_id); then the retractions by rule, and the same figures of the core alone
 (`streams.offline.Processor`, order="input") fed the same order one record after another.
+The tests' hand-built cases are left out by default: their revisions come from how the
+worker interleaves labels partitions within a batch, not from the lag.
 
 Uses $KAFKA_BOOTSTRAP_SERVERS when set, else starts `streams.broker.LocalBroker`.
 """
@@ -65,10 +68,10 @@ def core_in_order(records: list[Record]) -> tuple[int, int, set[Key], Counter[st
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
-    records = corpus(corpus_params(args.seed, args.labels, args.days))
+    records = corpus(corpus_params(args.seed, args.labels, args.days), args.hand_built)
     expected = offline_open(records)
-    print(f"corpus: {len(records)} records "
-          f"({sum(r.topic == 'labels' for r in records)} labels), seed {args.seed}, "
+    print(f"corpus: {len(records)} records ({sum(r.topic == 'labels' for r in records)} "
+          f"labels, {args.hand_built} hand-built cases of each kind), seed {args.seed}, "
           f"{args.days:g} days; offline: {len(expected)} open alerts "
           f"{dict(sorted(Counter(k[1] for k in expected).items()))}")
     header = (f"{'lag':>4} {'batches':>7} {'published':>9} {'alert ids':>9} "
@@ -115,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=int, default=1200)
     parser.add_argument("--days", type=float, default=40.0)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--hand-built", type=int, default=0,
+                        help="add N of each of the tests' late_label_cases (late voids and "
+                        "holders on labels partition 0; default 0: the simulated traffic only)")
     parser.add_argument("--step-hours", type=float, default=DAY / 3600,
                         help="event time per batch (default 24)")
     args = parser.parse_args(argv)

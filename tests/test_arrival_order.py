@@ -2,8 +2,10 @@
 
 The corpus is `streams.simulation` traffic with a reuse incident (numbers re-issued to other
 sellers), voids, voided labels shipped anyway, parcels delivered elsewhere and labels that
-reach the labels feed after their first scans. Each scenario feeds it to its own worker (own
-app id, topics, group and state) in an order the worker cannot choose:
+reach the labels feed after their first scans, plus hand-built `late_label_cases` (a void
+that cancels a duplicate, another seller's holder that makes one critical) whose deciding
+label sits on labels partition 0. Each scenario feeds it to its own worker (own app id,
+topics, group and state) in an order the worker cannot choose:
 
 * labels lagging the scans by days of event time: batches of one `STEP` of (shifted) arrival
   time, each produced only once the worker has committed the previous one, so every label
@@ -78,17 +80,17 @@ def corpus_params(seed: int = 11, labels: int = 1200, days: float = 40.0) -> Par
     )  # fmt: skip
 
 
-def corpus(params: Params) -> list[Record]:
+def corpus(params: Params, hand_built: int = 20) -> list[Record]:
     """The simulated messages, each placed on a partition of its topic by its key (one key's
-    records stay in order) or, unkeyed, by its value, and `late_label_cases`: in arrival
-    order."""
+    records stay in order) or, unkeyed, by its value, and `hand_built` of each
+    `late_label_cases`: in arrival order."""
     out = []
     for m in simulate(params).messages:
         value = m.value if isinstance(m.value, bytes) else orjson.dumps(m.value)
         key = m.key.encode() if m.key is not None else None
         spread = key if key is not None else value
         out.append(Record(m.topic, crc32(spread) % PARTITIONS, key, value, m.arrival))
-    return sorted(out + late_label_cases(params), key=lambda r: r.arrival)
+    return sorted(out + late_label_cases(params, hand_built), key=lambda r: r.arrival)
 
 
 def late_label_cases(params: Params, count: int = 20) -> list[Record]:
