@@ -83,9 +83,12 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
     try:
         for lag in args.lags:
             parts = batches(records, lag, args.step_hours * 3600)
+            if args.backlog:  # everything at once: the worker reads both feeds together
+                parts = [[r for part in parts for r in part]]
             work = tmp / f"lag{lag:g}"
             work.mkdir()
-            p = new_pipeline(bootstrap, work, f"arr-bench-{lag:g}")
+            p = new_pipeline(bootstrap, work, f"arr-bench-{lag:g}",
+                             extra_args=["--alert-hold", str(args.alert_hold)])
             started = time.monotonic()
             await start_pipeline(p)
             try:
@@ -108,7 +111,8 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
             print(rows[-1] if len(rows) > 2 else "\n".join(rows), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\n" + "\n".join(rows) + "\n" + "\n".join(notes))
+    print(f"\n(--alert-hold {args.alert_hold:g}{', as a backlog' if args.backlog else ''})\n"
+          + "\n".join(rows) + "\n" + "\n".join(notes))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                         "holders on labels partition 0; default 0: the simulated traffic only)")
     parser.add_argument("--step-hours", type=float, default=DAY / 3600,
                         help="event time per batch (default 24)")
+    parser.add_argument("--backlog", action="store_true",
+                        help="produce the lagged input at once, as a backlog (after a restart, "
+                        "an outage or a replay), instead of batch by batch")
+    parser.add_argument("--alert-hold", type=float, default=0.0,
+                        help="the worker's --alert-hold (seconds; default 0)")
     args = parser.parse_args(argv)
     args.lags = [float(x) for x in args.lags.split(",")]
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
