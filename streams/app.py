@@ -484,6 +484,10 @@ def build_app(config: StreamConfig) -> faust.App:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+            # what the stage applied becomes durable (held alerts out, changelog, RocksDB,
+            # acks) before Faust stops; what is left is read again after a restart
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stage.drain(), timeout=config.alert_hold + 5)
             await stage.stop()
             await super().on_stop()
             if stage.producer is not None:
@@ -666,6 +670,9 @@ def build_app(config: StreamConfig) -> faust.App:
         producer_max_request_size=8 << 20,
         web_enabled=config.web_port > 0,
         web_port=config.web_port or 6066,
+        # the stage acks a frame once it is durable (group commit): Faust must not wait for
+        # the acks of frames still pending when it stops (they are read again after a restart)
+        stream_wait_empty=False,
         web_tables_enabled=False,  # never list or dump the table over HTTP
         web_graph_enabled=False,
         web_stats_enabled=False,
