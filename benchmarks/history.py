@@ -194,6 +194,7 @@ def main() -> int:
     parser.add_argument("--labels", type=int, nargs=2, default=(60000, 180000))
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it (reused)")
+    parser.add_argument("--replay-only", action="store_true", help="replay only, no scan")
     parser.add_argument("--no-replay", action="store_true",
                         help="scan only (replay needs a broker: $KAFKA_BOOTSTRAP_SERVERS or a "
                         "local one)")
@@ -224,7 +225,8 @@ def main() -> int:
             size = sum(os.path.getsize(f) for f in files)
             print(f"--labels {labels}: {size / 2**20:,.0f} MiB of input, "
                   f"CPU pressure before: {_pressure()}", flush=True)  # fmt: skip
-            runs = scan_runs(files, history, workers) + replay_runs(history)
+            runs = ([] if args.replay_only else scan_runs(files, history, workers)) + \
+                replay_runs(history)
             for run in runs:
                 print(f"  {run.variant:<16} {run.events:>9,} events  {run.rate:>8,.0f} events/s"
                       f"  {run.cpu_us:5.1f} us CPU/event  peak {run.peak_tree / 2**20:6,.0f} MB"
