@@ -15,7 +15,10 @@ figures on this shared 2-core machine vary 20-30% from run to run; the ratios mu
                   (`tracking-validator worker`): events/s from the first input consumed to the
                   last one committed by both of the worker's groups; CPU per event of the
                   floor (this process) and of the worker (/proc/PID/stat), and of the broker
-                  over the same interval (only when this script started the broker).
+                  over the same interval (only when this script started the broker), split
+                  by the broker's kind of thread: request handling, JIT compilers, GC, other.
+                  (b) runs first, on a fresh broker: most of its JIT share is the one-off
+                  compilation of the code paths the worker's traffic takes.
   (c) latency     produce-to-alert at steady rates (--rates) of ordinary traffic with probe
                   labels spread in (a wrong check digit: an invalid_tracking alert at once),
                   p50/p99; the floor's is produce-to-consume of the probes by the floor.
@@ -69,6 +72,41 @@ def cpu_seconds(pid: int | None) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+THREAD_KINDS = (("requests", ("data-plane",)), ("JIT", ("C1 Compiler", "C2 Compiler")),
+                ("GC", ("GC Thread", "G1 ", "VM Thread")))
+
+
+def broker_threads(pid: int | None) -> dict[str, float] | None:
+    """The broker's CPU seconds so far by kind of JVM thread (/proc/PID/task/*/stat):
+    request handling and network ("data-plane-kafka-..."), the JIT compilers (a cold broker
+    compiles the code paths a new kind of traffic takes: a one-off), the garbage collector,
+    and the rest (controller, group coordinator, scheduler)."""
+    if pid is None:
+        return None
+    kinds = dict.fromkeys([k for k, _ in THREAD_KINDS] + ["other"], 0.0)
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        kind = next((k for k, prefixes in THREAD_KINDS if name.startswith(prefixes)), "other")
+        kinds[kind] += (int(fields[11]) + int(fields[12])) / TICK
+    return kinds
+
+
+def per_event_by_kind(before: dict[str, float] | None, after: dict[str, float] | None,
+                      n: int) -> dict[str, float] | None:
+    if before is None or after is None:
+        return None
+    return {k: (after[k] - before[k]) / n * 1e6 for k in after}
 
 
 def ratio(value: float | None, floor: float | None) -> str:
@@ -308,6 +346,7 @@ async def run_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int |
             if started is None and batch:
                 started, cpu0, broker0 = (time.monotonic(), time.process_time(),
                                           cpu_seconds(broker_pid))
+                threads0 = broker_threads(broker_pid)
             for records in batch.values():
                 for record in records:
                     try:
@@ -322,11 +361,13 @@ async def run_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int |
         seconds = time.monotonic() - started
         cpu = time.process_time() - cpu0
         broker1 = cpu_seconds(broker_pid)
+        threads1 = broker_threads(broker_pid)
     finally:
         await consumer.stop()
     broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
     return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
-            "broker_us": broker * 1e6 if broker is not None else None, "decoded": decoded}
+            "broker_us": broker * 1e6 if broker is not None else None, "decoded": decoded,
+            "broker_kinds": per_event_by_kind(threads0, threads1, n)}
 
 
 async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[str, float]:
@@ -335,7 +376,7 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
     pid = run.worker.pid
     async with Lag(run.bootstrap, run.groups) as lag:
         deadline = time.monotonic() + 600
-        started = cpu0 = broker0 = None
+        started = cpu0 = broker0 = threads0 = None
         last = None
         while True:
             now_lag = await lag.get()
@@ -343,6 +384,7 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
                 # first progress (ingest commits): what came before is start-up
                 started, cpu0, broker0 = (time.monotonic(), cpu_seconds(pid),
                                           cpu_seconds(broker_pid))
+                threads0 = broker_threads(broker_pid)
             if now_lag == 0 and started is not None:
                 break
             if now_lag >= 0:
@@ -353,11 +395,13 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
         seconds = time.monotonic() - started
         cpu = cpu_seconds(pid) - cpu0  # type: ignore[operator]
         broker1 = cpu_seconds(broker_pid)
+        threads1 = broker_threads(broker_pid)
     # the work of the first 50 ms poll interval falls before `started`: a slight overstatement
     # of the rate, and understatement of CPU per event, of at most that interval's share
     broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
     return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
-            "broker_us": broker * 1e6 if broker is not None else None, "seconds": seconds}
+            "broker_us": broker * 1e6 if broker is not None else None, "seconds": seconds,
+            "broker_kinds": per_event_by_kind(threads0, threads1, n)}
 
 
 async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None,
@@ -382,6 +426,10 @@ async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None
     if worker["broker_us"] is not None:
         print(f"    broker CPU for the worker:         {worker['broker_us']:>9.1f} us/event"
               f"{ratio(worker['broker_us'], floor['broker_us'])}")
+    if worker["broker_kinds"] is not None and floor["broker_kinds"] is not None:
+        print("      by broker thread (us/event, worker / floor): " + ", ".join(
+            f"{kind} {worker['broker_kinds'][kind]:.1f} / {floor['broker_kinds'][kind]:.1f}"
+            for kind in worker["broker_kinds"]))
     return {"n": n, "floor": floor, "worker": worker}, run
 
 
