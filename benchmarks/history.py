@@ -47,6 +47,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -91,17 +92,22 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def measure(variant: str, argv: list[str], alerts: Path) -> Run:
-    """Run `scan` with argv, sampling its process tree's memory until it exits."""
-    proc = subprocess.Popen([*CLI, *argv, "--alerts", str(alerts)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+def watch(proc: subprocess.Popen[bytes], every: float) -> tuple[int, Any, int]:
+    """Wait for `proc`, sampling its process tree's memory: (status, rusage, peak bytes)."""
     peak = 0
     while True:
         waited, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if waited:
-            break
+            return status, usage, peak
         peak = max(peak, sum(_rss(p) for p in _tree(proc.pid)))
-        time.sleep(0.02)
+        time.sleep(every)
+
+
+def measure(variant: str, argv: list[str], alerts: Path) -> Run:
+    """Run `scan` with argv, sampling its process tree's memory until it exits."""
+    proc = subprocess.Popen([*CLI, *argv, "--alerts", str(alerts)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    status, usage, peak = watch(proc, 0.02)
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
@@ -162,13 +168,7 @@ def replay_runs(history: Path) -> list[Run]:
             "--dead-letters-topic", f"hist-{tag}.dead", "--partitions", "4",
             "--replay-id", f"hist-{tag}", "--cleanup"]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while True:
-        waited, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if waited:
-            break
-        peak = max(peak, sum(_rss(p) for p in _tree(proc.pid)))
-        time.sleep(0.05)
+    status, usage, peak = watch(proc, 0.05)
     err = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"replay failed: {err[-2000:]}")

@@ -52,7 +52,8 @@ def check_one(number: str, carrier: str | None) -> Validation:
     return validate(number, carrier) if carrier else classify(number)
 
 
-def _stdin_items(stream: IO[str], default: str | None) -> Iterator[tuple[str, str | None]]:
+def stdin_items(stream: IO[str], default: str | None) -> Iterator[tuple[str, str | None]]:
+    """(number, carrier or `default`) per non-blank line `NUMBER` or `CARRIER<TAB>NUMBER`."""
     for raw in stream:
         line = raw.rstrip("\r\n")
         if not line.strip():
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         stdin: IO[str] = sys.stdin
         if hasattr(stdin, "buffer"):  # undecodable bytes become U+FFFD (an invalid number)
             stdin = io.TextIOWrapper(stdin.buffer, encoding="utf-8", errors="replace")
-        items = _stdin_items(stdin, carrier)
+        items = stdin_items(stdin, carrier)
     return _emit(items, out, flush_each)
 
 

@@ -32,6 +32,7 @@ from typing import IO, Any
 import orjson
 
 from streams.carriers import CARRIER_ORDER
+from streams.commands.check import stdin_items
 from streams.lookup import MAX_NUMBERS, RequestError, parse_at, query
 from streams.validation import classify
 
@@ -113,18 +114,6 @@ def _message(exc: urllib.error.HTTPError) -> str:
         return str(exc.reason)
 
 
-def _stdin_items(stream: IO[str], default: str | None) -> Iterator[tuple[str, str | None]]:
-    for raw in stream:
-        line = raw.rstrip("\r\n")
-        if not line.strip():
-            continue
-        code, tab, number = line.partition("\t")
-        if tab:
-            yield number, code.strip() or default
-        else:
-            yield line, default
-
-
 def _answers(items: Iterable[tuple[str, str | None]], client: Client,
              ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(input, answer) per item, in order; asked in batches of MAX_NUMBERS."""
@@ -170,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         stdin: IO[str] = sys.stdin
         if hasattr(stdin, "buffer"):  # undecodable bytes become U+FFFD (an invalid number)
             stdin = io.TextIOWrapper(stdin.buffer, encoding="utf-8", errors="replace")
-        items = _stdin_items(stdin, carrier)
+        items = stdin_items(stdin, carrier)
     out = sys.stdout
     status = 0
     try:
