@@ -284,9 +284,13 @@ class Stage:
         self.overlay: dict[bytes, bytes | None] = {}
         self.latest_held: dict[str, int] = {}  # alert_id -> latest revision held back
         self.unpublished: set[str] = set()  # held alerts superseded before any publication
-        # a hold keeps frames pending that long: room for ~100 frames a second of it
+        # Group commit keeps at most `stage_max_pending` frames in flight. A hold keeps every
+        # frame pending that long, FIFO: a bound in frames would block the next frames (and
+        # their immediate alerts) behind it, so the pending work is bounded by the hold times
+        # the stage's rate instead (measured: a 264-frame bound with a 2 s hold put p50 at
+        # 2,000 events/s from 43 ms to 500 ms)
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(
-            maxsize=config.stage_max_pending + int(config.alert_hold * 100))
+            maxsize=0 if config.alert_hold > 0 else config.stage_max_pending)
         self._writer: asyncio.Future[None] | None = None
         self.last_work: dict[int, float] = {}  # partition -> monotonic time of its last frame
         self.frames = 0
