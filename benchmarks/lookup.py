@@ -22,17 +22,15 @@ says whether it kept up with --rate while answering.
 Everything shares the machine (2 cores here: the broker, the worker, the feeder and the
 load generator), so the figures are conservative and noisy.
 
-Measured 2026-11-30 on the 2-core VM while five other sessions ran (load average 5-12),
-local broker, stock Faust runtime (before the lead's faster one):
-  (0) worker CPU 220 us per single request (~4,500/s per core) and 21 us per number in a
-      batch (~48,000 numbers/s per core): the API fits the targets with 11% of a core at
-      500 requests/s and 42% at 20,000 numbers/s;
-  fed 2,000 events/s, one worker cannot keep up (its ceiling is ~1,700/s on a free core)
-  and fell 27,000-108,000 records behind; the lookups then wait behind the stream:
-  (1) at 500 requests/s p50 2-75 ms, p99 33-770 ms (target < 20 ms: missed);
-  (2) 700-2,700 requests/s closed loop;
-  (3) 7,900-30,400 numbers/s in batches (target >= 20,000: met only in the quieter runs).
-  With no feed, the same runs gave p99 35 ms at 500/s and 7,200-22,700 numbers/s.
+Measured 2026-11-30 on the 2-core VM, idle but for this benchmark, local broker, the
+runtime with batched ingest and the Faust stage, the feed in a child process:
+  (0) worker CPU 147 us per single request, 17 us per number in a batch;
+  fed 2,003 events/s, the worker kept up (0 records behind at the end):
+  (1) at 500 requests/s p50 1.7 ms, p99 9.5 ms, max 63 ms (target p99 < 20 ms: met);
+  (2) 5,032 requests/s closed loop, p99 8.8 ms;
+  (3) 56,681 numbers/s in batches of 1,000 (target >= 20,000: met).
+  With five other sessions loading the machine (load average 2-12) the same quick runs gave
+  p99 29 ms and 25,000-27,400 numbers/s.
 """
 
 from __future__ import annotations
