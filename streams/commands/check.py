@@ -82,6 +82,17 @@ def _emit(items: Iterable[tuple[str, str | None]], out: IO[bytes], flush_each: b
     return status
 
 
+def input_items(numbers: list[str], carrier: str | None,
+                ) -> Iterable[tuple[str, str | None]]:
+    """(number, carrier) of the arguments, or else of stdin's lines (`stdin_items`)."""
+    if numbers:
+        return ((n, carrier) for n in numbers)
+    stdin: IO[str] = sys.stdin
+    if hasattr(stdin, "buffer"):  # undecodable bytes become U+FFFD (an invalid number)
+        stdin = io.TextIOWrapper(stdin.buffer, encoding="utf-8", errors="replace")
+    return stdin_items(stdin, carrier)
+
+
 def run(args: argparse.Namespace) -> int:
     carrier: str | None = args.carrier
     if carrier is not None and carrier not in carriers():
@@ -97,14 +108,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.flush()  # keep anything already written as text ahead of our bytes
     flush_each = bool(getattr(sys.stdout, "isatty", lambda: False)())
-    if args.numbers:
-        items: Iterable[tuple[str, str | None]] = ((n, carrier) for n in args.numbers)
-    else:
-        stdin: IO[str] = sys.stdin
-        if hasattr(stdin, "buffer"):  # undecodable bytes become U+FFFD (an invalid number)
-            stdin = io.TextIOWrapper(stdin.buffer, encoding="utf-8", errors="replace")
-        items = stdin_items(stdin, carrier)
-    return _emit(items, out, flush_each)
+    return _emit(input_items(args.numbers, carrier), out, flush_each)
 
 
 class _TextBytes:

@@ -19,7 +19,6 @@ from TRACKING_VALIDATOR_API_TOKEN.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -27,12 +26,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from streams.carriers import CARRIER_ORDER
-from streams.commands.check import stdin_items
+from streams.commands.check import input_items
 from streams.lookup import MAX_NUMBERS, RequestError, parse_at, query
 from streams.validation import classify
 
@@ -153,13 +152,7 @@ def run(args: argparse.Namespace) -> int:
         except RequestError as exc:
             return fail(exc.message)
     client = Client(args.url, os.environ.get(TOKEN_ENV), args.at)
-    if args.numbers:
-        items: Iterable[tuple[str, str | None]] = ((n, carrier) for n in args.numbers)
-    else:
-        stdin: IO[str] = sys.stdin
-        if hasattr(stdin, "buffer"):  # undecodable bytes become U+FFFD (an invalid number)
-            stdin = io.TextIOWrapper(stdin.buffer, encoding="utf-8", errors="replace")
-        items = stdin_items(stdin, carrier)
+    items = input_items(args.numbers, carrier)
     out = sys.stdout
     status = 0
     try:
