@@ -21,8 +21,6 @@ Uses $KAFKA_BOOTSTRAP_SERVERS when set, else starts `streams.broker.LocalBroker`
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import shutil
 import sys
 import tempfile
@@ -33,8 +31,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # the tests' harness (tests/ is put on the path above)
+import pipeline as pipeline_bench
 from test_arrival_order import (
     DAY,
     Key,
@@ -134,14 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the worker's --alert-hold (seconds; default 0)")
     args = parser.parse_args(argv)
     args.lags = [float(x) for x in args.lags.split(",")]
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if bootstrap:
-        asyncio.run(run(args, bootstrap))
-        return 0
-    from streams.broker import LocalBroker
-
-    with LocalBroker() as broker:
-        asyncio.run(run(args, broker.bootstrap_servers))
+    pipeline_bench.on_a_broker(lambda bootstrap, _pid: run(args, bootstrap))
     return 0
 
 

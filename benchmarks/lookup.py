@@ -311,14 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.labels = args.labels or (1000 if args.quick else 5000)
     args.seconds = args.seconds or (5.0 if args.quick else 20.0)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if bootstrap:
-        asyncio.run(main_async(args, bootstrap))
-        return 0
-    from streams.broker import LocalBroker
-
-    with LocalBroker() as broker:
-        asyncio.run(main_async(args, broker.bootstrap_servers))
+    pipeline_bench.on_a_broker(lambda bootstrap, _pid: main_async(args, bootstrap))
     return 0
 
 

@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,19 @@ def run_core(labels: int, repeat: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- Kafka helpers
+
+
+def on_a_broker(main: Callable[[str, int | None], Awaitable[Any]]) -> None:
+    """Run `main(bootstrap, broker pid)` on $KAFKA_BOOTSTRAP_SERVERS when set (pid None: its
+    CPU cannot be read), else on a local broker started for it (the benchmarks' broker)."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if bootstrap:
+        asyncio.run(main(bootstrap, None))
+        return
+    from streams.broker import LocalBroker
+
+    with LocalBroker() as broker:
+        asyncio.run(main(broker.bootstrap_servers, broker.pid))
 
 
 def make_producer(bootstrap: str) -> Any:
@@ -630,14 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     run_core(core_labels, 1 if args.quick else 3)
     if args.skip_kafka:
         return 0
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if bootstrap:
-        asyncio.run(kafka_parts(args, bootstrap, None))
-        return 0
-    from streams.broker import LocalBroker
-
-    with LocalBroker() as broker:
-        asyncio.run(kafka_parts(args, broker.bootstrap_servers, broker.pid))
+    on_a_broker(lambda bootstrap, pid: kafka_parts(args, bootstrap, pid))
     return 0
 
 
