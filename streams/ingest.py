@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -101,7 +100,6 @@ class Ingest:
         self._busy = asyncio.Lock()  # held while a batch is between getmany and commit
         self.records = 0
         self.dead_letters = 0
-        self.last_progress = time.monotonic()
         # bounded (replay): every input partition's [start, end) seen when ingest began;
         # records at or past `end` are left alone and the partition is paused there
         self.bounds: dict[Any, tuple[int, int]] | None = None
@@ -240,7 +238,6 @@ class Ingest:
             return
         self.records += batch.records
         self.dead_letters += len(batch.dead_letters)
-        self.last_progress = time.monotonic()
         if self.metrics is not None:
             m = self.metrics
             for topic, (n_events, n_dead) in batch.by_topic.items():
