@@ -11,11 +11,11 @@ one. Per lag it prints the alert records published (repeats included), distinct 
 retractions, records with revision > 1, the open alerts (highest revision per alert_id)
 beside the offline mode's, and whether they are the same (alert_id, rule, severity,
 label_id); then the retractions by rule, and the same figures of the core alone
-(`streams.offline.Processor`, order="input") fed the same order one record after another.
+(`streams.tools.offline.Processor`, order="input") fed the same order one record after another.
 The tests' hand-built cases are left out by default: their revisions come from how the
 worker interleaves labels partitions within a batch, not from the lag.
 
-Uses $KAFKA_BOOTSTRAP_SERVERS when set, else starts `streams.broker.LocalBroker`.
+Uses $KAFKA_BOOTSTRAP_SERVERS when set, else starts `streams.local.broker.LocalBroker`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "runtime"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # the tests' harness (tests/ is put on the path above)
@@ -52,7 +52,7 @@ from test_arrival_order import (
     stop,
 )
 
-from streams.offline import Processor
+from streams.tools.offline import Processor
 
 
 def core_in_order(records: list[Record]) -> tuple[int, int, set[Key], Counter[str]]:

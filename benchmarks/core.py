@@ -34,10 +34,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.carriers import generate
-from streams.detection import TrackingState, apply
-from streams.events import Event, decode, decode_events, encode_events
-from streams.settings import Settings
+from streams.core.detection import TrackingState, apply
+from streams.core.events import Event, decode, decode_events, encode_events
+from streams.core.numbers import generate
+from streams.core.settings import Settings
 
 STATUS_RUNS = [
     ["pre_transit", "accepted", "in_transit", "delivered"],

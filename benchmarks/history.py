@@ -52,7 +52,7 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "streams.cli"]
+CLI = [sys.executable, "-m", "streams"]
 GIB = 1 << 30
 
 
@@ -200,7 +200,7 @@ def main() -> int:
                         "local one)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from streams.offline import default_workers
+    from streams.tools.offline import default_workers
 
     workers = max(2, default_workers())
     broker = None
@@ -208,7 +208,7 @@ def main() -> int:
         if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
             BOOTSTRAP.append(os.environ["KAFKA_BOOTSTRAP_SERVERS"])
         else:
-            from streams.broker import LocalBroker
+            from streams.local.broker import LocalBroker
 
             broker = LocalBroker(heap=("512m", "1g")).start()
             BOOTSTRAP.append(broker.bootstrap_servers)

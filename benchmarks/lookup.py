@@ -55,8 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import core as core_bench
 import pipeline as pipeline_bench
 
-from streams.broker import free_port
-from streams.carriers import generate
+from streams.core.numbers import generate
+from streams.local.broker import free_port
 
 
 def cpu_seconds(pid: int | None) -> float:

@@ -27,7 +27,7 @@ figures on this shared 2-core machine vary 20-30% from run to run; the ratios mu
   (e) warnings    "producer buffer full" lines in the worker logs (a normal run has none).
 
 Uses $KAFKA_BOOTSTRAP_SERVERS when set (no broker CPU figure then), else starts
-`streams.broker.LocalBroker`. The README's sizing figures come from this script's output.
+`streams.local.broker.LocalBroker`. The README's sizing figures come from this script's output.
 """
 
 from __future__ import annotations
@@ -53,12 +53,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import core as core_bench
 
-from streams import events, internal_topic
-from streams.app import detect_frame
 from streams.commands.demo import WorkerProcess, _have_leaders
-from streams.ingest import build_batch
-from streams.samples import usps_number, wrong_check_digit
-from streams.settings import Settings
+from streams.core import events
+from streams.core.settings import Settings
+from streams.runtime import internal_topic
+from streams.runtime.app import detect_frame
+from streams.runtime.ingest import build_batch
+from streams.tools.samples import usps_number, wrong_check_digit
 
 PARTITIONS = 4
 TICK = os.sysconf("SC_CLK_TCK")
@@ -183,7 +184,7 @@ def on_a_broker(main: Callable[[str, int | None], Awaitable[Any]]) -> None:
     if bootstrap:
         asyncio.run(main(bootstrap, None))
         return
-    from streams.broker import LocalBroker
+    from streams.local.broker import LocalBroker
 
     with LocalBroker() as broker:
         asyncio.run(main(broker.bootstrap_servers, broker.pid))
@@ -197,7 +198,7 @@ def make_producer(bootstrap: str) -> Any:
 
 
 async def create_topics(bootstrap: str, names: list[str]) -> None:
-    from streams.kafka_io import ensure_topics
+    from streams.runtime.kafka_io import ensure_topics
 
     await ensure_topics(bootstrap, names, partitions=PARTITIONS)
 

@@ -2,7 +2,7 @@
 
     python benchmarks/validate.py [--count 200000] [--seed 42] [--repeat 3]
 
-Mix (seeded, numbers generated with valid check digits by streams.carriers.generate):
+Mix (seeded, numbers generated with valid check digits by streams.core.numbers.generate):
 70% USPS (mostly IMpb), 15% UPS, 10% FedEx, 5% DHL; 20% printed with spaces/dashes or,
 for USPS, behind the 420+ZIP routing prefix; 2% invalid (check digit altered). All numbers
 are distinct: nothing is cached per number, so the figure is the real per-call cost.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.carriers import generate, printed
-from streams.validation import classify, validate
+from streams.core.numbers import generate, printed
+from streams.core.validation import classify, validate
 
 # (carrier, format, weight): shares within the carrier reflect what labels carry today
 MIX: list[tuple[str, str, float]] = [

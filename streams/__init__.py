@@ -1,13 +1,8 @@
-"""tracking-validator: catch duplicate, reused and invalid parcel tracking numbers in real time."""
+"""tracking-validator: catch duplicate, reused and invalid parcel tracking numbers in real time.
 
-import os
-from pathlib import Path
+The package follows the data (README, "Architecture"): `core` (pure: decode, validate,
+detect), `runtime` (Kafka and Faust around the core), `tools` (offline mode, simulation,
+impact), `local` (a broker from Kafka's jars), `commands` (the command line).
+"""
 
 __version__ = "0.1.0"
-
-# schemas/ sits beside the package in the repository (installs are editable, and the
-# Docker image copies the whole tree); TRACKING_VALIDATOR_SCHEMAS overrides it.
-SCHEMAS_DIR = Path(
-    os.environ.get("TRACKING_VALIDATOR_SCHEMAS")
-    or Path(__file__).resolve().parent.parent / "schemas"
-)

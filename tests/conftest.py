@@ -3,7 +3,7 @@
 `kafka_bootstrap` (session) yields a bootstrap address, from the first source that works:
   1. $KAFKA_BOOTSTRAP_SERVERS, when set (an existing broker; nothing is started);
   2. a testcontainers `apache/kafka` container in KRaft mode, when a Docker daemon answers;
-  3. `streams.broker.LocalBroker`: a real broker from the Kafka jars (Java 17+, Maven).
+  3. `streams.local.broker.LocalBroker`: a real broker from the Kafka jars (Java 17+, Maven).
 With CI=true a missing broker fails the tests; elsewhere they are skipped with the reason.
 
 `create_topic` (function) is an async factory: `name = await create_topic("labels", 3)`
@@ -58,7 +58,7 @@ def _kafka_container() -> Iterator[str]:
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
 
-    from streams.broker import free_port, wait_for_metadata
+    from streams.local.broker import free_port, wait_for_metadata
 
     port = free_port()
     container = (
@@ -114,7 +114,7 @@ def kafka_bootstrap() -> Iterator[str]:
             except Exception as exc:  # fall back to the local broker
                 problems.append(f"docker container: {type(exc).__name__}: {exc}")
         if bootstrap is None:
-            from streams.broker import BrokerError, LocalBroker
+            from streams.local.broker import BrokerError, LocalBroker
 
             try:
                 bootstrap = stack.enter_context(LocalBroker()).bootstrap_servers
@@ -220,7 +220,7 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Path of a client properties file (`--kafka-config`) for a local broker with a SASL_SSL
     listener (SCRAM-SHA-512 and a client certificate, throwaway CA), as `tracking-validator
     broker --sasl-ssl` prints it. Always a local broker: an external one has other secrets."""
-    from streams.broker import BrokerError, LocalBroker
+    from streams.local.broker import BrokerError, LocalBroker
 
     try:
         broker = LocalBroker(sasl_ssl=True)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from streams.cli import COMMANDS
-from streams.stream_config import StreamConfig
+from streams.commands.cli import COMMANDS
+from streams.runtime.stream_config import StreamConfig
 
 yaml = pytest.importorskip("yaml")
 
@@ -81,7 +81,7 @@ def workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def variables_the_code_reads() -> set[str]:
     """StreamConfig's variables (one per field, as StreamConfig.from_env reads them), and every
     other name that appears as a literal in the package's source."""
-    from streams.stream_config import ENV_NAMES
+    from streams.runtime.stream_config import ENV_NAMES
 
     names = {
         ENV_NAMES.get(name, f"TRACKING_VALIDATOR_{name.upper()}")

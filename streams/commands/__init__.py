@@ -1,1 +1,1 @@
-"""Subcommands of the `tracking-validator` CLI, one module each (see streams/cli.py)."""
+"""Subcommands of the `tracking-validator` CLI, one module each (see streams/commands/cli.py)."""

@@ -53,7 +53,7 @@ def _raise_stop(signum: int, _frame: object) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from streams.broker import KAFKA_VERSION, BrokerError, LocalBroker, fetch_kafka
+    from streams.local.broker import KAFKA_VERSION, BrokerError, LocalBroker, fetch_kafka
 
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="tracking-validator broker: %(message)s"

@@ -31,8 +31,8 @@ from typing import IO
 
 import orjson
 
-from streams.carriers import CARRIER_ORDER, carriers
-from streams.validation import Validation, classify, validate
+from streams.core.carriers import CARRIER_ORDER, carriers
+from streams.core.validation import Validation, classify, validate
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 Uses the Kafka at --bootstrap / $KAFKA_BOOTSTRAP_SERVERS when given, else starts a local
 broker (Java 17+; the Kafka jars are fetched once). Starts one worker, feeds the sample
-(streams/samples/incident.jsonl: the Feb 2025 USPS number reuse in miniature) and prints one
+(streams/tools/samples/incident.jsonl: the Feb 2025 USPS number reuse in miniature) and prints one
 line per alert. Ctrl-C (or SIGTERM) stops the worker and the broker; nothing is left running.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from streams.samples import INCIDENT
+from streams.tools.samples import INCIDENT
 
 SEVERITY_WIDTH = 9  # "RETRACTED"
 
@@ -89,7 +89,7 @@ class WorkerProcess:
             out = opened = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", *self.args],
+                [sys.executable, "-m", "streams", "worker", *self.args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -205,11 +205,11 @@ def format_dead_letter(record: dict[str, Any]) -> str:
 
 
 def expected_alert_ids(lines: list[bytes]) -> set[str]:
-    """The alerts the contract's in-order reading of the sample raises (streams.offline)."""
+    """The alerts the contract's in-order reading of the sample raises (streams.tools.offline)."""
     import orjson
 
-    from streams.offline import Processor
-    from streams.samples import topic_of
+    from streams.tools.offline import Processor
+    from streams.tools.samples import topic_of
 
     found: set[str] = set()
     proc = Processor(lambda a: found.add(a["alert_id"]), lambda d: None)
@@ -238,8 +238,8 @@ async def _have_leaders(admin: Any, topics: list[str]) -> bool:
 
 def _kafka(args: argparse.Namespace, bootstrap: str) -> Any:
     """The client config: the local broker is PLAINTEXT; --bootstrap's Kafka takes
-    --kafka-config and the environment (streams.kafka_security)."""
-    from streams.kafka_security import KafkaClientConfig
+    --kafka-config and the environment (streams.runtime.kafka_security)."""
+    from streams.runtime.kafka_security import KafkaClientConfig
 
     if args._local_broker:
         return KafkaClientConfig(bootstrap=bootstrap)
@@ -248,7 +248,7 @@ def _kafka(args: argparse.Namespace, bootstrap: str) -> Any:
 
 async def _wait_topics(kafka: Any, topics: list[str], worker: WorkerProcess,
                        timeout: float = 60.0) -> None:
-    from streams.kafka_io import client_config, make_admin, start_client
+    from streams.runtime.kafka_io import client_config, make_admin, start_client
 
     admin = make_admin(kafka)
     await start_client(admin, client_config(kafka))
@@ -268,8 +268,8 @@ async def _produce(kafka: Any, lines: list[bytes], topics: dict[str, str]) -> No
     import orjson
     from aiokafka import AIOKafkaProducer
 
-    from streams.kafka_io import client_config, start_client
-    from streams.samples import topic_of
+    from streams.runtime.kafka_io import client_config, start_client
+    from streams.tools.samples import topic_of
 
     config = client_config(kafka)
     producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap, acks="all", linger_ms=5,
@@ -292,7 +292,7 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
                 out: IO[str]) -> int:
     from aiokafka import AIOKafkaConsumer
 
-    from streams.kafka_io import start_client
+    from streams.runtime.kafka_io import start_client
 
     run_id = uuid.uuid4().hex[:8]
     app_id = f"tracking-validator-demo-{run_id}"
@@ -441,7 +441,7 @@ class Lookups:
     async def print(self, out: IO[str]) -> None:
         import random
 
-        from streams.carriers import generate
+        from streams.core.numbers import generate
 
         self.done = True
         fresh = ("usps", generate("usps", "usps_impb", rng=random.Random()))
@@ -487,7 +487,7 @@ def format_lookup(answer: dict[str, Any]) -> str:
 
 
 def _read_lines(path: Path) -> list[bytes]:
-    from streams.samples import read_jsonl
+    from streams.tools.samples import read_jsonl
 
     return list(read_jsonl(path))
 
@@ -527,7 +527,7 @@ def run(args: argparse.Namespace) -> int:
         stopper.cancel()
         return await task
 
-    from streams.kafka_io import KafkaConfigError, KafkaUnavailable
+    from streams.runtime.kafka_io import KafkaConfigError, KafkaUnavailable
 
     try:
         return asyncio.run(main())
@@ -540,7 +540,7 @@ async def _with_broker(args: argparse.Namespace, bootstrap: str | None,
                        stop: asyncio.Event) -> int:
     if bootstrap is not None:
         return await _demo(args, bootstrap, stop, sys.stdout)
-    from streams.broker import LocalBroker
+    from streams.local.broker import LocalBroker
 
     print("starting a local Kafka broker (first run downloads the jars)...", file=sys.stderr)
     broker = LocalBroker()

@@ -30,10 +30,10 @@ from typing import Any
 
 import orjson
 
-from streams.carriers import CARRIER_ORDER
 from streams.commands.check import input_items
-from streams.lookup import MAX_NUMBERS, RequestError, parse_at, query
-from streams.validation import classify
+from streams.core.carriers import CARRIER_ORDER
+from streams.core.lookup import MAX_NUMBERS, RequestError, parse_at, query
+from streams.core.validation import classify
 
 URL_ENV = "TRACKING_VALIDATOR_LOOKUP_URL"
 TOKEN_ENV = "TRACKING_VALIDATOR_API_TOKEN"

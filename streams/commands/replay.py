@@ -30,15 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streams.impact import parse_time
-from streams.kafka_io import (
+from streams.core.outputs import dumps
+from streams.runtime.kafka_io import (
     KafkaUnavailable,
     add_bootstrap_argument,
     config_from_args,
 )
-from streams.offline import ORDERS, Processor, Summary, paused_gc
-from streams.outputs import dumps
-from streams.progress import Progress
+from streams.tools.impact import parse_time
+from streams.tools.offline import ORDERS, Processor, Summary, paused_gc
+from streams.tools.progress import Progress
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +87,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
     """Run the replay; (summary, input topics that do not exist)."""
-    from streams.kafka_io import Sender, ensure_topics, make_producer, read_to_end, start_client
+    from streams.runtime.kafka_io import (
+        Sender,
+        ensure_topics,
+        make_producer,
+        read_to_end,
+        start_client,
+    )
 
     kafka = config_from_args(args)
     if args.alerts_topic in (args.labels_topic, args.scans_topic):
@@ -166,13 +172,13 @@ def default_replay_id() -> str:
 
 
 def run_on_stream_runtime(args: argparse.Namespace) -> int:
-    """One replay process on the stream runtime (streams.app in replay mode)."""
+    """One replay process on the stream runtime (streams.runtime.app in replay mode)."""
     import shutil
     import tempfile
     import time
 
     from streams.commands.worker import serve
-    from streams.stream_config import StreamConfig
+    from streams.runtime.stream_config import StreamConfig
 
     try:
         kafka = config_from_args(args)
@@ -182,7 +188,7 @@ def run_on_stream_runtime(args: argparse.Namespace) -> int:
     if args.alerts_topic in (args.labels_topic, args.scans_topic):
         print("replay: the alerts topic must not be an input topic", file=sys.stderr)
         return 2
-    from streams.kafka_io import KafkaUnavailable, check_connection
+    from streams.runtime.kafka_io import KafkaUnavailable, check_connection
 
     try:  # a refused connection: one line and exit 2, as every command
         asyncio.run(check_connection(kafka))
@@ -240,7 +246,7 @@ def run_on_stream_runtime(args: argparse.Namespace) -> int:
 
 async def cleanup(kafka: Any, config: Any) -> None:
     """Delete the replay's internal topics (its consumer groups expire on their own)."""
-    from streams.kafka_io import make_admin
+    from streams.runtime.kafka_io import make_admin
 
     admin = make_admin(kafka)
     await admin.start()

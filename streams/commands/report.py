@@ -4,7 +4,7 @@ Reads alerts from a JSON Lines file (`--alerts-file`, `-` for stdin) or from a t
 (`--topic` + `--bootstrap`, read from the beginning to the end offsets seen at start without
 a consumer group). Of each `alert_id` the highest `revision` counts, and only while its
 `status` is open (a retracted alert counts for nothing); `--since`/`--until` select on its
-`event_time` ([since, until)). See streams/impact.py for how each figure is counted.
+`event_time` ([since, until)). See streams/tools/impact.py for how each figure is counted.
 Formats: csv (one row per seller), json (totals, sellers with their order ids, hourly
 timeline), html (one self-contained page: inline CSS and SVG, nothing fetched).
 """
@@ -22,13 +22,13 @@ from typing import Any
 
 import orjson
 
-from streams import impact
-from streams.kafka_io import (
+from streams.runtime.kafka_io import (
     KafkaConfigError,
     KafkaUnavailable,
     add_bootstrap_argument,
     config_from_args,
 )
+from streams.tools import impact
 
 COLORS = {
     "invalid_tracking": "#8c6bb1",
@@ -62,7 +62,7 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 async def _load_topic(kafka: Any, topic: str) -> list[dict[str, Any]]:
-    from streams.kafka_io import read_to_end
+    from streams.runtime.kafka_io import read_to_end
 
     def on_start(total: int, missing: list[str]) -> None:
         if missing:

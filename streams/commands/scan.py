@@ -4,12 +4,13 @@ Labels and scans may sit in any files, in any order (`-` reads stdin); by defaul
 are applied in event-time order, so the file order does not matter (`--order input` applies
 them as read). Two ways to that order, with the same alerts in the same order: in memory
 (every decoded event held, ~1.4 KB each) for inputs up to IN_MEMORY_BYTES, or on disk
-(streams.offline.scan_files: sorted runs in --temp-dir, bounded memory) for larger ones,
+(streams.tools.offline.scan_files: sorted runs in --temp-dir, bounded memory) for larger ones,
 stdin, or when forced with --on-disk. Alerts and dead letters are written as JSON Lines. A dead
 letter's `source_topic` is the file name as given (`<stdin>` for -), `partition` 0, `offset`
 the 1-based line number (what editors and `sed -n Np` show), `key_b64` null. Blank lines are
 not messages and are skipped. Exit 0 whenever it ran, whatever it found; 2 on usage error or
-an unreadable file. Detection settings come from TRACKING_VALIDATOR_* (see streams/settings.py).
+an unreadable file. Detection settings come from TRACKING_VALIDATOR_* (see
+streams/core/settings.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import os
 import sys
 from typing import IO, Any
 
-from streams.offline import ORDERS, Processor, Summary, default_workers, paused_gc, scan_files
-from streams.outputs import dumps
-from streams.progress import Progress
+from streams.core.outputs import dumps
+from streams.tools.offline import ORDERS, Processor, Summary, default_workers, paused_gc, scan_files
+from streams.tools.progress import Progress
 
 # Up to this many input bytes, event-time order is fastest in memory (measured: 12 MiB
 # in memory 94k events/s, on disk 64-70k; 48 MiB in memory 83k, on disk 64k with one worker,

@@ -21,10 +21,10 @@ from typing import Any
 
 import orjson
 
-from streams import kafka_security
-from streams.impact import parse_time
-from streams.progress import Progress
-from streams.simulation import DEFAULT_START, Params, World, lines, serialize, simulate
+from streams.runtime import kafka_security
+from streams.tools.impact import parse_time
+from streams.tools.progress import Progress
+from streams.tools.simulation import DEFAULT_START, Params, World, lines, serialize, simulate
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +135,7 @@ def write_files(world: World, out: Path, combined: bool = False) -> list[Path]:
 
 
 async def produce(world: World, args: argparse.Namespace) -> int:
-    from streams.kafka_io import (
+    from streams.runtime.kafka_io import (
         Sender,
         ensure_topics,
         finite_retention,
@@ -175,7 +175,7 @@ async def produce(world: World, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.kafka_io import KafkaUnavailable, config_from_args
+    from streams.runtime.kafka_io import KafkaUnavailable, config_from_args
 
     to_kafka = bool(args.bootstrap or args.kafka_config)
     if not args.out and not to_kafka:

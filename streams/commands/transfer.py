@@ -31,15 +31,15 @@ from typing import IO, Any
 
 import orjson
 
-from streams.impact import parse_time
-from streams.kafka_io import (
+from streams.core.outputs import rfc3339
+from streams.runtime.kafka_io import (
     KafkaConfigError,
     KafkaUnavailable,
     add_bootstrap_argument,
     config_from_args,
 )
-from streams.outputs import rfc3339
-from streams.progress import Progress
+from streams.tools.impact import parse_time
+from streams.tools.progress import Progress
 
 HELP_IMPORT = "Load a JSON Lines file into a Kafka topic, keys and event-time timestamps kept."
 HELP_EXPORT = "Dump a Kafka topic to a JSON Lines file, from the start to its current end."
@@ -121,7 +121,7 @@ def to_record(
 
 
 async def _import(args: argparse.Namespace, source: IO[bytes], size: int | None) -> Counter[str]:
-    from streams.kafka_io import (
+    from streams.runtime.kafka_io import (
         Sender,
         ensure_topics,
         finite_retention,
@@ -212,7 +212,7 @@ def from_record(record: Any) -> dict[str, Any]:
 
 
 async def _export(args: argparse.Namespace, out: IO[bytes]) -> int:
-    from streams.kafka_io import read_to_end
+    from streams.runtime.kafka_io import read_to_end
 
     progress = Progress(f"export {args.topic}", unit="records")
 

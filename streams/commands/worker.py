@@ -18,9 +18,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from streams import kafka_security
-from streams.kafka_security import KafkaClientConfig, KafkaConfigError
-from streams.stream_config import ENV_NAMES, StreamConfig
+from streams.runtime import kafka_security
+from streams.runtime.kafka_security import KafkaClientConfig, KafkaConfigError
+from streams.runtime.stream_config import ENV_NAMES, StreamConfig
 
 
 def _env(name: str) -> str:
@@ -124,9 +124,9 @@ def serve(config: StreamConfig, loglevel: str = "warning",
     `on_built(app)` is called with the app before it starts (replay reads it afterwards)."""
     import faust
 
-    from streams.app import build_app
-    from streams.kafka_io import KafkaUnavailable, check_connection
-    from streams.logs import configure_logging
+    from streams.runtime.app import build_app
+    from streams.runtime.kafka_io import KafkaUnavailable, check_connection
+    from streams.runtime.logs import configure_logging
 
     # uvloop for the worker's loops (main and Faust's consumer thread): measured with
     # benchmarks/pipeline.py, ~1.3x the end-to-end throughput and p50 latency at 1,000

@@ -1,0 +1,106 @@
+"""Faust's `kafka://` transport with two fixes for the stateful stage. No rules here.
+
+1. A bounded consumer fetch wait. Faust hard-codes the aiokafka consumer's
+   `fetch_max_wait_ms` at 1,500 ms and offers no setting for it. aiokafka does not fetch a
+   partition again while a fetch that includes it is outstanding, so quiet partitions (the
+   assignor's topic, the changelog outside recovery) held the busy ones back (measured in the
+   Faust-only runtime: one worker 1,036 -> 1,667 events/s, p50 at 1,000/s 3.7 s -> 92 ms).
+
+2. The end-of-recovery seek race (a partition of the internal topic that stopped for good
+   after a restart, nothing logged). Faust's drain loop iterates a fetched batch record by
+   record. When recovery ends it seeks the stream partitions back to their committed offsets,
+   which also resets its read offsets; but the rest of a batch fetched BEFORE the seek is
+   still iterated, and each of those records moves the read offset forward again. The records
+   then re-fetched from the committed offset are "older than read" and dropped without an
+   ack: the commit can never pass them. The fix: after a seek of a stream partition to offset
+   X, records of that partition are dropped until record X itself arrives (from the re-fetch,
+   since aiokafka's position is X after the seek). Every dropped record has an offset >= X or
+   < X: the former are fetched again, the latter were committed. It applies only to the
+   internal topic, whose offsets are dense (not compacted, no transactions); a changelog's
+   recovery seeks are left alone. A record X that never comes (deleted by retention) is
+   given up after `SEEK_GUARD_SECONDS`; the stage's watchdog covers what remains.
+
+`Transport` is installed by `streams.runtime.app` through `App._new_transport`, which also sets the
+guarded topics (`consumer.seek_guard.topics`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+log = logging.getLogger(__name__)
+
+FETCH_MAX_WAIT_MS = 50
+SEEK_GUARD_SECONDS = 60.0
+
+
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads it at start(); Faust offers no setting for it
+        if hasattr(consumer, "_fetch_max_wait_ms"):
+            consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        else:  # another aiokafka: keep Faust's value, and say so
+            log.warning("cannot lower fetch_max_wait_ms on this aiokafka version")
+        return consumer
+
+
+class SeekGuard:
+    """Which records of the guarded topics to drop after a seek (fix 2 of the module doc)."""
+
+    def __init__(self, topics: frozenset[str] = frozenset(),
+                 seconds: float = SEEK_GUARD_SECONDS) -> None:
+        self.topics = topics
+        self.seconds = seconds
+        self.points: dict[Any, tuple[int, float]] = {}  # tp -> (seek offset, since)
+        self.dropped = 0
+
+    def seeked(self, tp: Any, offset: int | None, now: float | None = None) -> None:
+        if tp.topic in self.topics and offset is not None and offset >= 0:
+            self.points[tp] = (offset, time.monotonic() if now is None else now)
+
+    def admit(self, tp: Any, offset: int, now: float | None = None) -> bool:
+        point = self.points.get(tp)
+        if point is None:
+            return True
+        expected, since = point
+        now = time.monotonic() if now is None else now
+        if offset != expected and now - since < self.seconds:
+            self.dropped += 1
+            return False  # fetched before the seek: it comes again from `expected`
+        del self.points[tp]
+        return True
+
+
+class Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seek_guard = SeekGuard()
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        offsets = await super().seek_to_committed()
+        for tp, offset in offsets.items():
+            self.seek_guard.seeked(tp, offset)
+        return offsets
+
+    async def seek(self, partition: Any, offset: int) -> None:
+        await super().seek(partition, offset)
+        self.seek_guard.seeked(partition, offset)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        guard = self.seek_guard
+        async for tp, message in super().getmany(timeout):
+            if not guard.points or guard.admit(tp, message.offset):
+                yield tp, message
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer = Consumer

@@ -1,0 +1,122 @@
+"""import/export: JSON Lines to and from a topic, keys and timestamps kept."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.commands.cli import main
+from streams.commands.transfer import to_record
+
+LABEL = {
+    "type": "label.purchased",
+    "event_id": "e-1",
+    "tracking_number": "1Z999AA10123456784",
+    "order_id": "O-1",
+    "purchased_at": "2025-03-01T10:00:00Z",
+}
+HISTORY = {"retention.ms": "-1"}  # event-time timestamps from 2025: keep them
+
+
+def test_plain_message_keyed_by_field_and_stamped_with_event_time() -> None:
+    line = orjson.dumps(LABEL)
+    key, value, stamp, kind = to_record(line, "tracking_number")
+    assert (key, value, kind) == (b"1Z999AA10123456784", line, "message")
+    assert stamp == 1740823200000
+    assert to_record(line, "order_id")[0] == b"O-1"
+    assert to_record(line, None)[0] is None
+    assert to_record(line, "absent")[0] is None
+
+
+def test_exported_record_and_raw_lines() -> None:
+    record = {"key": "k", "value": LABEL, "timestamp": "2025-03-01T10:00:00.250Z", "partition": 3}
+    assert to_record(orjson.dumps(record), "tracking_number") == (
+        b"k", orjson.dumps(LABEL), 1740823200250, "record",
+    )  # fmt: skip
+    binary = {"key_b64": base64.b64encode(b"\xff").decode(), "value_b64": "AAE=", "key": None}
+    assert to_record(orjson.dumps(binary), None)[:2] == (b"\xff", b"\x00\x01")
+    assert to_record(b"{not json", "x") == (None, b"{not json", None, "raw")
+    assert to_record(b"[1, 2]", "x") == (None, b"[1, 2]", None, "raw")
+
+
+def _records(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def _essence(records: list[dict]) -> Counter:
+    return Counter(
+        (r.get("key"), r.get("key_b64"), orjson.dumps(r.get("value")), r.get("value_b64"),
+         r["timestamp"])
+        for r in records
+    )  # fmt: skip
+
+
+@pytest.mark.integration
+async def test_export_import_round_trip(kafka_bootstrap: str, create_topic, tmp_path: Path) -> None:
+    first = await create_topic("transfer-a", partitions=3, config=HISTORY)
+    second = await create_topic("transfer-b", partitions=3, config=HISTORY)
+    source = tmp_path / "in.jsonl"
+    messages = [
+        {**LABEL, "event_id": f"e-{i}", "order_id": f"O-{i % 7}",
+         "purchased_at": f"2025-03-01T{10 + i // 60:02d}:{i % 60:02d}:00Z"}
+        for i in range(200)
+    ]  # fmt: skip
+    source.write_bytes(
+        b"".join(orjson.dumps(m) + b"\n" for m in messages)
+        + b"not json at all\n\n"  # sent as it is (for the processor to dead-letter)
+    )
+    boot = ["--bootstrap", kafka_bootstrap]
+
+    def cli(*argv: str) -> int:
+        return main([*argv, *boot])
+
+    assert (
+        await asyncio.to_thread(
+            cli, "import", str(source), "--topic", first, "--key-field", "order_id"
+        )
+        == 0
+    )
+    exported = tmp_path / "a.jsonl"
+    assert await asyncio.to_thread(cli, "export", "--topic", first, str(exported)) == 0
+    records = _records(exported)
+    assert len(records) == 201
+    keyed = [r for r in records if r["key"] is not None]
+    assert {r["key"] for r in keyed} == {f"O-{i}" for i in range(7)}
+    assert Counter(orjson.dumps(r["value"]) for r in keyed) == Counter(
+        orjson.dumps(m) for m in messages
+    )
+    assert {r["timestamp"] for r in keyed} == {f"{m['purchased_at'][:-1]}.000Z" for m in messages}
+    raw = [r for r in records if r["key"] is None]
+    assert [base64.b64decode(r["value_b64"]) for r in raw] == [b"not json at all"]
+
+    assert await asyncio.to_thread(cli, "import", str(exported), "--topic", second) == 0
+    again = tmp_path / "b.jsonl"
+    assert await asyncio.to_thread(cli, "export", "--topic", second, str(again)) == 0
+    copied = _records(again)
+    assert _essence(copied) == _essence(records)
+    # same key, same partition count -> same partition (the default partitioner hashes keys)
+    assert {(r["key"], r["partition"]) for r in copied if r["key"]} == {
+        (r["key"], r["partition"]) for r in keyed
+    }
+
+    since = tmp_path / "since.jsonl"
+    assert (
+        await asyncio.to_thread(
+            cli, "export", "--topic", first, str(since), "--from", "2025-03-01T12:30:00Z"
+        )
+        == 0
+    )
+    stamps = [r["timestamp"] for r in _records(since)]  # 50 labels + the raw line (now)
+    assert len(stamps) == 50 + 1 and all(s >= "2025-03-01T12:30:00" for s in stamps)
+
+
+@pytest.mark.integration
+def test_export_of_a_missing_topic_exits_2(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "x.jsonl"
+    argv = ["export", "--topic", "no-such-topic-e5", str(out), "--bootstrap", kafka_bootstrap]
+    assert main(argv) == 2
