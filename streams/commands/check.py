@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     carrier: str | None = args.carrier
     if carrier is not None and carrier not in carriers():
         print(
-            f"tracking-validator check: error: unknown carrier code {carrier!r} "
+            f"tracking-validator check: error: unknown courier code {carrier!r} "
             f"(known: {', '.join(carriers())})",
             file=sys.stderr,
         )

@@ -29,7 +29,7 @@ SEVERITY_WIDTH = 9  # "RETRACTED"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap", default=None,
+    parser.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
                         help="Kafka to use (env KAFKA_BOOTSTRAP_SERVERS); default: start a "
                         "local broker")
     parser.add_argument("--kafka-config", metavar="FILE", default=None,

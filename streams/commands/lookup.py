@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     carrier: str | None = args.carrier
     if carrier is not None and carrier.strip().lower() not in CARRIER_ORDER:
-        return fail(f"unknown carrier code {carrier!r} (known: {', '.join(CARRIER_ORDER)})")
+        return fail(f"unknown courier code {carrier!r} (known: {', '.join(CARRIER_ORDER)})")
     if args.at is not None:
         try:
             parse_at(args.at)

@@ -58,9 +58,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="read records with a timestamp at or after TIME (default: all)",
     )
     parser.add_argument("--alerts-topic", default="tracking.alerts.replay")
-    parser.add_argument(
-        "--dead-letters-topic", "--deadletter-topic", default="tracking.deadletter.replay"
-    )
+    parser.add_argument("--deadletter-topic", "--dead-letters-topic", dest="dead_letters_topic",
+                        default="tracking.deadletter.replay")
     parser.add_argument("--partitions", type=int, default=8,
                         help="partitions of the topics created, and of the replay's internal "
                         "topic and changelog (8)")
@@ -81,7 +80,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--order", choices=ORDERS, default="event-time",
                         help="with --in-memory: apply in event-time order (default) or input "
                         "order")
-    parser.add_argument("--loglevel", default="warning",
+    parser.add_argument("--log-level", "--loglevel", dest="loglevel", default="warning",
                         choices=["debug", "info", "warning", "error"])
 
 

@@ -1,10 +1,11 @@
 """Impact of the alerts per seller: refunds owed, orders to protect, claims, buyers to notify.
 
-Reads alerts from a JSON Lines file (`--alerts-file`, `-` for stdin) or from a topic
-(`--topic` + `--bootstrap`, read from the beginning to the end offsets seen at start without
-a consumer group). Of each `alert_id` the highest `revision` counts, and only while its
-`status` is open (a retracted alert counts for nothing); `--since`/`--until` select on its
-`event_time` ([since, until)). See streams/tools/impact.py for how each figure is counted.
+Reads alerts from a JSON Lines file (`--alerts`, `-` for stdin) or from a topic
+(`--alerts-topic` + `--bootstrap`, read from the beginning to the end offsets seen at start
+without a consumer group). Of each `alert_id` the highest `revision` counts, and only while
+its `status` is open (a retracted alert counts for nothing); `--from`/`--until` select on its
+`event_time` ([from, until)). `--alerts-file`, `--topic` and `--since` are older spellings.
+See streams/tools/impact.py for how each figure is counted.
 Formats: csv (one row per seller), json (totals, sellers with their order ids, hourly
 timeline), html (one self-contained page: inline CSS and SVG, nothing fetched).
 """
@@ -42,10 +43,14 @@ _HTML_SELLER_ROWS = 500  # the page stays light; csv/json list every seller
 
 def configure(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--alerts-file", metavar="PATH", help="alerts as JSON Lines; - = stdin")
-    source.add_argument("--topic", help="read the alerts from this topic instead")
+    # --alerts as in `scan`, --alerts-topic as in `worker` and `replay`; the first names stay
+    source.add_argument("--alerts", "--alerts-file", dest="alerts_file", metavar="PATH",
+                        help="alerts as JSON Lines; - = stdin")
+    source.add_argument("--alerts-topic", "--topic", dest="topic",
+                        help="read the alerts from this topic instead")
     add_bootstrap_argument(parser)
-    parser.add_argument("--since", type=impact.parse_time, help="event_time >= (RFC 3339/date)")
+    parser.add_argument("--from", "--since", dest="since", type=impact.parse_time,
+                        help="event_time >= (RFC 3339/date)")
     parser.add_argument("--until", type=impact.parse_time, help="event_time < (RFC 3339/date)")
     parser.add_argument("--format", choices=("csv", "json", "html"), default="csv")
     parser.add_argument("--output", metavar="PATH", help="write here instead of stdout")

@@ -46,8 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "memory",
         f"Event-time order holds every decoded event in memory (~1.4 KB each) when the input "
         f"files total at most {IN_MEMORY_BYTES >> 20} MiB ({IN_MEMORY_BYTES_ONE_WORKER >> 20} MiB "
-        f"with one worker): the fastest for them. Larger inputs, "
-        f"and stdin, go on disk: decoded by --workers processes into sorted runs in "
+        f"with one process): the fastest for them. Larger inputs, "
+        f"and stdin, go on disk: decoded by --processes processes into sorted runs in "
         f"--temp-dir, merged by tracking number, so memory stays bounded (about 130 MB per "
         f"process) whatever the size. Same alerts, in the same order, either way. "
         f"(--order input applies events as read: nothing to sort, always in memory.)",
@@ -60,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     memory.add_argument("--temp-dir", metavar="DIR",
                         help="for the sorted runs, about the input's size (default: $TMPDIR "
                              "or /tmp)")  # fmt: skip
-    memory.add_argument("--workers", type=_positive, metavar="N",
+    memory.add_argument("--processes", "--workers", dest="workers", type=_positive, metavar="N",
                         help=f"decoding processes on disk (default here: {default_workers()})")
 
 

@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sellers", type=int, help="default: one per 25 labels, at least 8")
     parser.add_argument("--in-house-share", type=float, default=0.2,
                         help="in-house (scan-only) USPS shipments per label (0.2)")  # fmt: skip
-    inc = parser.add_argument_group("incident: the label provider re-issues old USPS numbers")
+    inc = parser.add_argument_group("incident: the label platform re-issues old USPS numbers")
     inc.add_argument(
         "--incident-start",
         metavar="TIME|+DAYS",

@@ -45,7 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         shown = f"; default {default}" if default not in ("", None) else ""
         add(flag, dest=field, default=None, help=f"{help} (env {_env(field)}{shown})", **kw)
 
-    opt("--bootstrap", "bootstrap", "Kafka bootstrap servers, host:port[,host:port]")
+    opt("--bootstrap", "bootstrap", "Kafka bootstrap servers, host:port[,host:port]",
+        metavar="HOST:PORT")
     opt("--app-id", "app_id", "application id: consumer group, internal topic and changelog prefix")
     opt("--state-dir", "state_dir", "directory of the worker's RocksDB state", type=Path)
     opt("--partitions", "partitions",
@@ -67,6 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     opt("--commit-interval", "commit_interval", "seconds between offset commits", type=float)
     opt("--alert-hold", "alert_hold", "seconds to hold back an alert a late message could "
         "still change (a correction replaces it, a retraction cancels it)", type=float)
+    opt("--stall-seconds", "stall_seconds", "seconds a partition's committed offset may stay "
+        "flat with lag and no work before the watchdog re-seeks it and /ready turns 503",
+        type=float)
     opt("--session-timeout", "session_timeout",
         "seconds before the group gives a silent worker's partitions to the others", type=float)
     add("--no-create-topics", dest="create_topics", action="store_const", const=False,
@@ -86,8 +90,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["text", "json"])
     opt("--worker-id", "worker_id", "id in every log line (default <hostname>-<pid>)")
     kafka_security.add_arguments(parser)
-    add("--loglevel", "-l", default=os.environ.get("TRACKING_VALIDATOR_LOGLEVEL", "warning"),
-        choices=["debug", "info", "warning", "error"], help="log level (default warning)")
+    # --loglevel / -l and TRACKING_VALIDATOR_LOGLEVEL: Faust's spelling, kept as aliases
+    level = (os.environ.get("TRACKING_VALIDATOR_LOG_LEVEL")
+             or os.environ.get("TRACKING_VALIDATOR_LOGLEVEL") or "warning")
+    add("--log-level", "--loglevel", "-l", dest="loglevel", default=level,
+        choices=["debug", "info", "warning", "error"],
+        help="log level (env TRACKING_VALIDATOR_LOG_LEVEL; default warning)")
 
 
 def config_from_args(args: argparse.Namespace) -> StreamConfig:
@@ -146,7 +154,7 @@ def serve(config: StreamConfig, loglevel: str = "warning",
     try:
         asyncio.run(check_connection(config.kafka))
     except KafkaUnavailable as exc:
-        logging.getLogger("streams.worker").error("worker: %s", exc)
+        logging.getLogger(__name__).error("worker: %s", exc)
         return 2
     config.state_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = build_app(config)

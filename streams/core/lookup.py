@@ -160,7 +160,7 @@ def query(carrier: Any, number: Any, where: str = "") -> Query:
         raise RequestError("schema", f"number must be a string{at}")
     code = carrier.strip().lower()
     if code not in carriers():
-        raise RequestError("unknown_carrier", f"unknown carrier code {_show(carrier)}{at}; "
+        raise RequestError("unknown_carrier", f"unknown courier code {_show(carrier)}{at}; "
                            f"known: {', '.join(carriers())}")
     v = validate(number, code)
     if v.reason == "empty":

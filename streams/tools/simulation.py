@@ -10,7 +10,7 @@ arrive after their first scans, carrier clocks a few hours ahead of the label pl
 
 Injected faults, each recorded with the alerts it must raise (`ground_truth`, computed from the
 simulator's own knowledge and the contract's rule definitions, never by running the detector):
-- the incident: inside [incident_start, incident_start + incident_days) the label provider
+- the incident: inside [incident_start, incident_start + incident_days) the label platform
   re-issues USPS numbers first used about `reuse_age_days` earlier by another seller's label
   (duplicate_tracking, critical, while that label still holds the number, and
   previously_used) or by an in-house shipment (previously_used);

@@ -69,7 +69,7 @@ def test_empty_argument_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_carrier_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--carrier", "pony_express", "123"]) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and "unknown carrier code 'pony_express'" in captured.err
+    assert captured.out == "" and "unknown courier code 'pony_express'" in captured.err
 
 
 def test_argparse_error_exits_2() -> None:

@@ -119,7 +119,7 @@ def test_help_says_when_each_path_is_used(capsys: pytest.CaptureFixture[str]) ->
     from streams.commands.scan import IN_MEMORY_BYTES, IN_MEMORY_BYTES_ONE_WORKER
 
     assert f"at most {IN_MEMORY_BYTES >> 20} MiB" in text and "stdin, go on disk" in text
-    assert f"({IN_MEMORY_BYTES_ONE_WORKER >> 20} MiB with one worker)" in text
+    assert f"({IN_MEMORY_BYTES_ONE_WORKER >> 20} MiB with one process)" in text
 
 
 def test_processor_bounded_equals_unbounded(tmp_path: Path) -> None:
