@@ -180,7 +180,7 @@ def new_producer(config: StreamConfig) -> Any:
     idempotent, large batches; a record may be as large as a dead letter."""
     from aiokafka import AIOKafkaProducer
 
-    return AIOKafkaProducer(
+    producer = AIOKafkaProducer(
         bootstrap_servers=config.bootstrap,
         client_id=f"{config.app_id}-producer",
         acks="all",
@@ -192,6 +192,11 @@ def new_producer(config: StreamConfig) -> Any:
         request_timeout_ms=int(config.produce_timeout * 1000),
         **config.kafka.aiokafka_kwargs(),
     )
+    if config.producer_max_request_bytes > 0:
+        from streams.runtime.faust_transport import cap_request_bytes
+
+        cap_request_bytes(producer, config.producer_max_request_bytes)
+    return producer
 
 
 # ---------------------------------------------------------------- the stage's store

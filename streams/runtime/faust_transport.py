@@ -22,6 +22,19 @@
 
 `Transport` is installed by `streams.runtime.app` through `App._new_transport`, which also sets the
 guarded topics (`consumer.seek_guard.topics`).
+
+3. A cap on the bytes of one produce request (`cap_request_bytes`, for the worker's own
+   aiokafka producer, not Faust's). aiokafka puts the first batch of EVERY ready partition of
+   a node into one request and has no per-request limit (the Java client's
+   `max.request.size` is one). With one request in flight per node, the worker's frames,
+   changelog batches and alerts piled up into requests of 0.5-3 MB. A broker reads a request
+   into one heap buffer: on a G1 heap with 1 MB regions (any heap under 2 GB, Kafka's 1 GB
+   default included) a buffer of half a region or more is a "humongous" allocation, and once
+   the heap is above G1's marking threshold each one starts a concurrent mark cycle.
+   benchmarks/pipeline.py's broker (512 MB heap, ~150 MB of it live from start-up): one
+   mark cycle every ~130 ms during the worker's backlog, broker GC threads 8-9 us/event of
+   the worker's 16 (the floor's fetches: 0.0); with the regions made 4 MB (a test only) GC
+   fell to 0.1 us/event. Requests kept under half a region avoid it.
 """
 
 from __future__ import annotations
@@ -37,6 +50,52 @@ log = logging.getLogger(__name__)
 
 FETCH_MAX_WAIT_MS = 50
 SEEK_GUARD_SECONDS = 60.0
+# under half of a 1 MiB G1 region (fix 3), with room for the request's own headers
+MAX_REQUEST_BYTES = 448 * 1024
+
+
+def cap_request_bytes(producer: Any, max_bytes: int = MAX_REQUEST_BYTES) -> bool:
+    """Make `producer` (an AIOKafkaProducer, before or after start) put at most `max_bytes`
+    of record batches in one produce request (fix 3 of the module doc). A batch larger than
+    that alone still goes, alone. The batches left out stay queued, in order, and go in the
+    next request to the node (aiokafka's sender drains again when the request in flight
+    completes). Returns False, and changes nothing, on an aiokafka without the internals."""
+    accumulator = getattr(producer, "_message_accumulator", None)
+    drain = getattr(accumulator, "drain_by_nodes", None)
+    batches = getattr(accumulator, "_batches", None)
+    cluster = getattr(accumulator, "_cluster", None)
+    if drain is None or not isinstance(batches, dict) or cluster is None:
+        log.warning("cannot cap produce request sizes on this aiokafka version")
+        return False
+
+    def drain_by_nodes(ignore_nodes: Any, muted_partitions: Any = frozenset()) -> Any:
+        # the partitions whose next batch would take a node's request past max_bytes are
+        # muted for this drain only: aiokafka's own drain then builds the request (sequence
+        # numbers, expiry, linger) from the rest, unchanged
+        sizes: dict[int, int] = {}
+        left_out = set()
+        for tp, queue in batches.items():
+            if tp in muted_partitions or not queue:
+                continue
+            leader = cluster.leader_for_partition(tp)
+            if leader is None or leader == -1 or (ignore_nodes and leader in ignore_nodes):
+                continue
+            batch = queue[0]
+            if batch.remaining_linger():
+                continue  # not drained this time anyway
+            builder = getattr(batch, "_builder", None)
+            size = builder.size() if builder is not None else 0  # unknown: no cap
+            used = sizes.get(leader, 0)
+            if used and used + size > max_bytes:
+                left_out.add(tp)
+            else:
+                sizes[leader] = used + size
+        if left_out:
+            muted_partitions = frozenset(muted_partitions) | left_out
+        return drain(ignore_nodes, muted_partitions)
+
+    accumulator.drain_by_nodes = drain_by_nodes
+    return True
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

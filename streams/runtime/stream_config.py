@@ -58,6 +58,10 @@ class StreamConfig:
     commit_interval: float = 1.0  # seconds between offset commits
     producer_linger: float = 0.005  # seconds the producer waits to fill a batch
     producer_max_batch_size: int = 256 * 1024
+    # bytes of record batches in one produce request, 0: no cap (aiokafka has none). Under
+    # half a G1 region of a broker with a heap under 2 GB: a larger request is a humongous
+    # allocation there (streams.runtime.faust_transport, fix 3)
+    producer_max_request_bytes: int = 448 * 1024
     producer_acks: int = -1  # all in-sync replicas: an acked alert survives a broker loss
     max_poll_records: int = 5000  # input records ingest takes per getmany
     fetch_max_wait_ms: int = 50  # ingest's fetch wait when the inputs are quiet
@@ -146,6 +150,7 @@ _INT_FIELDS = {
     "replication",
     "web_port",
     "producer_max_batch_size",
+    "producer_max_request_bytes",
     "producer_acks",
     "max_poll_records",
     "fetch_max_wait_ms",

@@ -1,9 +1,12 @@
-"""`streams.runtime.faust_transport`: the worker's Kafka transport, without a broker (the
-consumer is built, never started: nothing connects)."""
+"""`streams.runtime.faust_transport`: the worker's Kafka transport, without a broker (the consumer is
+built, never started: nothing connects), but for the produce request cap (a broker)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import pytest
 
 from streams.runtime import faust_transport
 from streams.runtime.app import build_app
@@ -51,3 +54,43 @@ def test_the_app_guards_its_internal_topic(tmp_path: Any) -> None:
     app = build_app(StreamConfig(app_id="transport-guard", bootstrap="127.0.0.1:1",
                                  state_dir=tmp_path, store="memory://"))
     assert isinstance(app.consumer.seek_guard, faust_transport.SeekGuard)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("cap", [256 * 1024, 0])
+async def test_the_worker_producer_keeps_each_produce_request_under_its_cap(
+        kafka_bootstrap: str, create_topic: Any, monkeypatch: Any, tmp_path: Any,
+        cap: int) -> None:
+    """Batches of 8 partitions, 120 KiB each, ready at once: capped, they go in requests of
+    at most `cap` bytes and all arrive; uncapped (0, aiokafka's own behaviour) one request
+    carries more (what the cap is for)."""
+    import aiokafka.conn
+
+    from streams.runtime.app import new_producer
+
+    topic = await create_topic(partitions=8)
+    sizes: list[int] = []
+    send = aiokafka.conn.AIOKafkaConnection.send
+
+    def counting(self: Any, request: Any, expect_response: bool = True) -> Any:
+        if type(request).__name__ == "ProduceRequest":
+            sizes.append(len(request.prepare(self._versions).encode()))
+        return send(self, request, expect_response)
+
+    monkeypatch.setattr(aiokafka.conn.AIOKafkaConnection, "send", counting)
+    producer = new_producer(StreamConfig(
+        app_id="transport-cap", bootstrap=kafka_bootstrap, state_dir=tmp_path,
+        producer_linger=0.2, producer_max_request_bytes=cap))
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, b"x" * 1000, partition=i % 8)
+                   for i in range(8 * 120)]
+        done = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    assert len(done) == 8 * 120
+    assert sorted(m.offset for m in done if m.partition == 3) == list(range(120))
+    if cap:
+        assert len(sizes) >= 4 and max(sizes) <= cap + 4096, sizes  # + the request's headers
+    else:
+        assert max(sizes) > 256 * 1024 + 4096, sizes
