@@ -1,5 +1,6 @@
-"""`streams.runtime.faust_transport`: the worker's Kafka transport, without a broker (the consumer is
-built, never started: nothing connects), but for the produce request cap (a broker)."""
+"""`streams.runtime.faust_transport`: the worker's Kafka transport, without a broker (the
+consumer is built, never started: nothing connects), but for the produce request cap (a
+broker)."""
 
 from __future__ import annotations
 
