@@ -214,7 +214,9 @@ def _moment(text: str, spec: _Timestamp) -> datetime:
             except ValueError:  # :60, 02-30: the long way says which
                 pass
             else:
-                if 1970 <= moment.year <= 2999:
+                # the year, as text: its four places held ASCII digits (fromisoformat read
+                # them), so this is 1970 <= moment.year <= 2999 without the attribute
+                if "1970" <= text < "3":
                     return moment  # "Z": tzinfo is UTC
     if spec.search(text) is None:
         raise _Recheck
