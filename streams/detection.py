@@ -175,8 +175,8 @@ class TrackingState(msgspec.Struct, array_like=True, gc=False, tag=FORMAT):
     def to_bytes(self) -> bytes:
         return _encode(self)
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> TrackingState:
+    @staticmethod  # not a classmethod: that binds a method object per call (per event)
+    def from_bytes(data: bytes) -> TrackingState:
         try:
             return _decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
