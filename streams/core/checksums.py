@@ -111,31 +111,69 @@ def _values(name: str) -> dict[str, int]:
         raise ValueError(f"unknown value map {name!r}; known: {sorted(VALUE_MAPS)}") from None
 
 
+# Two weights (GS1, UPS, Luhn: the hot path) sum lanes instead of slices. The serial,
+# translated to values 0-9 (one byte each) and read as a base-256 integer X, satisfies
+# X % (256**2 - 1) == 256 * H + L with L, H the sums of the bytes at even and odd distances
+# from its right end: 256**2 is 1 modulo 256**2 - 1, so X reduces to the sum of its byte
+# pairs, and a lane of at most 28 values of 9 (252) never carries into the next. One
+# translate, one from_bytes and one modulo (3.5k instructions) instead of two slices,
+# two translates and two sums over bytes (6.2k). Longer serials take the slices.
+_LANE_BYTES = 56
+_from_bytes = int.from_bytes
+
+
 def make_mod10(
     weights: Sequence[int] = (3, 1), from_left: bool = False, values: str = "digits",
     sum_product_digits: bool = False,
 ) -> Checker:
-    if len(weights) == 2:  # hot path (GS1, UPS, Luhn): one flat function, no inner call
-        t0, t1 = (
-            _table(_values(values), (lambda v, w=w: sum(divmod(v * w, 10)))
-                   if sum_product_digits else (lambda v, w=w: (v * w) % 10))
-            for w in weights
-        )
-        if from_left:
-            def check2(serial: str) -> str:
-                b = serial.encode()
-                return DIGITS[-(sum(b[0::2].translate(t0)) + sum(b[1::2].translate(t1))) % 10]
-        else:
-            def check2(serial: str) -> str:
-                b = serial.encode()
-                return DIGITS[-(sum(b[-1::-2].translate(t0)) + sum(b[-2::-2].translate(t1)))
-                              % 10]
-        return check2
-    weighted = _weighted_sum_fn(weights, 10, _values(values), from_left, sum_product_digits)
+    if len(weights) != 2:
+        weighted = _weighted_sum_fn(weights, 10, _values(values), from_left,
+                                    sum_product_digits)
 
-    def check(serial: str) -> str:
-        return DIGITS[-weighted(serial) % 10]
-    return check
+        def check(serial: str) -> str:
+            return DIGITS[-weighted(serial) % 10]
+        return check
+    # hot path (GS1, UPS, Luhn): one flat function, no inner call
+    t0, t1 = (
+        _table(_values(values), (lambda v, w=w: sum(divmod(v * w, 10)) % 10)
+               if sum_product_digits else (lambda v, w=w: (v * w) % 10))
+        for w in weights
+    )
+    if from_left:
+        def sliced(serial: str) -> str:
+            b = serial.encode()
+            return DIGITS[-(sum(b[0::2].translate(t0)) + sum(b[1::2].translate(t1))) % 10]
+    else:
+        def sliced(serial: str) -> str:
+            b = serial.encode()
+            return DIGITS[-(sum(b[-1::-2].translate(t0)) + sum(b[-2::-2].translate(t1))) % 10]
+    # the weight of the low lane (even distances from the right end), by len(serial) % 2;
+    # from the left, the first byte is in the low lane when the length is odd
+    w0, w1 = weights
+    low_weight_first = (not from_left, True)
+    if not sum_product_digits:  # weight * value: one lane sum per weight, one translate
+        tv = _table(_values(values), lambda v: v % 10)
+        lane_weights = tuple((w0, w1) if first else (w1, w0) for first in low_weight_first)
+
+        def check2(serial: str) -> str:
+            b = serial.encode()
+            if len(b) > _LANE_BYTES:
+                return sliced(serial)
+            x = _from_bytes(b.translate(tv)) % 65535
+            wl, wh = lane_weights[len(b) & 1]
+            return DIGITS[-(wl * (x & 255) + wh * (x >> 8)) % 10]
+        return check2
+
+    def check2_products(serial: str) -> str:  # Luhn: the weighted values differ per weight
+        b = serial.encode()
+        if len(b) > _LANE_BYTES:
+            return sliced(serial)
+        x0 = _from_bytes(b.translate(t0)) % 65535
+        x1 = _from_bytes(b.translate(t1)) % 65535
+        if low_weight_first[len(b) & 1]:
+            return DIGITS[-((x0 & 255) + (x1 >> 8)) % 10]
+        return DIGITS[-((x1 & 255) + (x0 >> 8)) % 10]
+    return check2_products
 
 
 def make_gs1_mod10(values: str = "digits") -> Checker:

@@ -175,8 +175,8 @@ class TrackingState(msgspec.Struct, array_like=True, gc=False, tag=FORMAT):
     def to_bytes(self) -> bytes:
         return _encode(self)
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> TrackingState:
+    @staticmethod  # not a classmethod: that binds a method object per call (per event)
+    def from_bytes(data: bytes) -> TrackingState:
         try:
             return _decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -254,23 +254,53 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
     ids.append(digest)
     if len(ids) > settings.max_event_ids_per_key:
         del ids[: len(ids) - settings.max_event_ids_per_key]
-    if event.event_ts > state.max_ts:
-        state.max_ts = event.event_ts
+    ts = event.event_ts
+    if ts > state.max_ts:
+        state.max_ts = ts
 
     alerts: list[dict[str, Any]] = []
     kind = type(event)
     if kind is CarrierScan:
-        scan = (event.event_ts, _STATUS_INDEX[event.status], event.postal_code or "",
-                event.country or "")
+        status = _STATUS_INDEX[event.status]
+        scan = (ts, status, event.postal_code or "", event.country or "")
         scans = state.scans
         if not scans or scans[-1] < scan:  # in event-time order: the common case
             scans.append(scan)
-            _on_scan(state, scan, event, settings, alerts)
         else:
             i = bisect_left(scans, scan)
-            if scans[i] != scan:  # else: a known fact, nothing changes
-                scans.insert(i, scan)
-                _on_scan(state, scan, event, settings, alerts)
+            if scans[i] == scan:  # a known fact, nothing changes
+                return _expire(state, settings), alerts
+            scans.insert(i, scan)
+        labels = state.labels
+        if len(labels) != 1:
+            _on_scan(state, scan, event, settings, alerts)
+            return _expire(state, settings), alerts
+        # Most numbers have one label: _on_scan's path for one label, inlined (this is
+        # most events), then _expire's checks when nothing is due (else _expire itself).
+        for label in labels.values():
+            p = label.purchased
+            if p is None or label.invalid:
+                break
+            if p <= ts:  # the scan belongs to the label
+                if status in _AT_DOOR and ((published := label.destination_mismatch) is None
+                                           or published.status != OPEN):
+                    found = _destination(label, scan, settings)
+                    if found:
+                        _publish(found, event, alerts)
+                if label.voided is not None and not _is_open(label.voided_label_scanned):
+                    found = _voided_scanned(label, scan)
+                    if found:
+                        _publish(found, event, alerts)
+            # else: clock_skew_s >= 0, so p > ts here covers previously_used's window
+            elif (ts + settings.clock_skew_s < p < ts + settings.reuse_window_s
+                  and status >= _ACCEPTED and not _is_open(label.previously_used)):
+                found = _previously_used(scans, [label], [p], 0, settings)
+                if found:
+                    _publish(found, event, alerts)
+            horizon = state.max_ts - settings.reuse_window_s - settings.allowed_lateness_s
+            if p >= horizon and scans[0][0] >= horizon and len(scans) <= settings.max_scans_per_key:
+                return state, alerts  # _expire would drop nothing
+        return _expire(state, settings), alerts
     elif kind is LabelPurchased:
         _on_purchase(state, event, settings, alerts)
     elif kind is LabelVoided:
@@ -561,31 +591,8 @@ def _is_open(published: Published | None) -> bool:
 def _on_scan(state: TrackingState, scan: Scan, event: Event, settings: Settings,
              alerts: list[dict[str, Any]]) -> None:
     """What one new scan can add (a scan never removes a finding: it moves no scan to
-    another label and only adds activity, so holds and severities only grow)."""
-    labels = state.labels
-    if len(labels) == 1:
-        # Most numbers have one label: the general path below with held == [label], minus
-        # the lists and bisects (tests check both paths against `findings`).
-        for label in labels.values():
-            p = label.purchased
-            if p is None or label.invalid:
-                return
-            ts = scan[0]
-            if (scan[1] >= _ACCEPTED and not _is_open(label.previously_used)
-                    and ts + settings.clock_skew_s < p < ts + settings.reuse_window_s):
-                found = _previously_used(state.scans, [label], [p], 0, settings)
-                if found:
-                    _publish(found, event, alerts)
-            if p <= ts:  # the scan belongs to the label
-                if scan[1] in _AT_DOOR and not _is_open(label.destination_mismatch):
-                    found = _destination(label, scan, settings)
-                    if found:
-                        _publish(found, event, alerts)
-                if label.voided is not None and not _is_open(label.voided_label_scanned):
-                    found = _voided_scanned(label, scan)
-                    if found:
-                        _publish(found, event, alerts)
-        return
+    another label and only adds activity, so holds and severities only grow). `apply`
+    inlines the case of one label (tests check both paths against `findings`)."""
     held = _held(state)
     if not held:
         return

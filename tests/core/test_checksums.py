@@ -156,6 +156,22 @@ def test_ups_matches_reference(serial: str) -> None:
     assert compute_check_digit("mod10", serial, **UPS) == str((10 - total % 10) % 10)
 
 
+@pytest.mark.parametrize("length", [1, 2, 27, 28, 55, 56, 57, 58, 90])
+def test_two_weight_checkers_at_the_lane_limit(length: int) -> None:
+    # mod 10 with two weights sums byte lanes of serials up to 56 bytes, slices beyond: the
+    # largest values everywhere give the largest lane sums
+    for serial in ("9" * length, "Z" * length, ("9Z" * length)[:length]):
+        if serial.isdigit():
+            total = ref_weighted(serial, [3, 1], False, int)
+            assert compute_check_digit("gs1_mod10", serial) == str(-total % 10)
+            luhn = sum(sum(divmod(int(c) * (2 if i % 2 == 0 else 1), 10))
+                       for i, c in enumerate(reversed(serial)))
+            assert compute_check_digit("luhn", serial) == str(-luhn % 10)
+        ups = ref_weighted(serial, [1, 2], True,
+                           lambda c: int(c) if c.isdigit() else (ord(c) - 63) % 10)
+        assert compute_check_digit("mod10", serial, **UPS) == str(-ups % 10)
+
+
 @given(digits)
 def test_mod11_mod10_matches_reference(serial: str) -> None:
     total = ref_weighted(serial, [1, 3, 7], False, int)
