@@ -17,7 +17,7 @@ the 22 digits, so both printings give one key. An invalid number keeps the readi
 pattern matched (if any), else the normalised input.
 
 Reasons (`Validation.reason`; None when valid):
-    unknown_carrier  no definition for the carrier code
+    unknown_carrier  no definition for the courier code
     empty            nothing left after canonicalisation
     format           no format of the carrier matches the number's shape
     check_digit      a format matches but the check digit is wrong
@@ -68,7 +68,7 @@ class Validation(msgspec.Struct, frozen=True, array_like=True, gc=False):
 _DROP = str.maketrans("", "", "-()\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u00ad")
 
 
-def _normalise(number: str) -> str:
+def _strip_separators(number: str) -> str:
     # The common case, nothing to remove: only a shortcut, as an alnum string holds no
     # whitespace and nothing of _DROP. bytes.isalnum reads a 256-entry table; str.isalnum
     # looks every character up in the Unicode tables (140 ns for 26 digits, 55 this way).
@@ -136,7 +136,7 @@ def validate(number: str, carrier: str) -> Validation:
     if c is None:
         c = _load().get(carrier) or _CARRIERS.get(carrier.strip().lower())
         if c is None:
-            return Validation(False, carrier, None, _normalise(number), None, None,
+            return Validation(False, carrier, None, _strip_separators(number), None, None,
                               "unknown_carrier")
     n = number.upper()
     formats = c.by_length.get(len(n))
@@ -158,7 +158,7 @@ def validate(number: str, carrier: str) -> Validation:
             if f.constraints:
                 break
             return Validation(True, c.code, f.id, n, serial, cd, None)
-    return _validate(c, _normalise(number))
+    return _validate(c, _strip_separators(number))
 
 
 def canonical(number: str, carrier: str | None = None) -> str:
@@ -167,8 +167,8 @@ def canonical(number: str, carrier: str | None = None) -> str:
     Without a carrier only the generic normalisation applies, plus the USPS reading when
     the number is a valid USPS number behind a 420 routing prefix or without its 91.
     """
-    n = (number.upper() if number.isascii() and number.encode().isalnum()  # _normalise, inlined
-         else _normalise(number))
+    n = (number.upper() if number.isascii() and number.encode().isalnum()  # _strip_separators, inlined
+         else _strip_separators(number))
     if carrier is None:
         if n.isdigit() and (len(n) == 20 or (len(n) >= 28 and n.startswith("420"))):
             v = validate(n, "usps")
@@ -220,7 +220,7 @@ def _attempt_one(c: Carrier, f: Any, n: str) -> Validation | None:
 
 def identify(number: str) -> list[Validation]:
     """Every (carrier, format) that accepts `number`, in CARRIER_ORDER then file order."""
-    n = _normalise(number)
+    n = _strip_separators(number)
     if not n:
         return []
     result: list[Validation] = []
@@ -239,7 +239,7 @@ def classify(number: str) -> Validation:
     found = identify(number)
     if found:
         return found[0]
-    n = _normalise(number)
+    n = _strip_separators(number)
     if n:
         for c in (_CARRIERS or _load()).values():
             v = _validate(c, n)
