@@ -167,8 +167,8 @@ def canonical(number: str, carrier: str | None = None) -> str:
     Without a carrier only the generic normalisation applies, plus the USPS reading when
     the number is a valid USPS number behind a 420 routing prefix or without its 91.
     """
-    n = (number.upper() if number.isascii() and number.encode().isalnum()  # inlined
-         else _strip_separators(number))  # its shortcut, inlined
+    n = (number.upper() if number.isascii() and number.encode().isalnum()
+         else _strip_separators(number))  # _strip_separators with its shortcut inlined
     if carrier is None:
         if n.isdigit() and (len(n) == 20 or (len(n) >= 28 and n.startswith("420"))):
             v = validate(n, "usps")
