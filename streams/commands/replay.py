@@ -251,7 +251,7 @@ async def cleanup(kafka: Any, config: Any) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        mine = [t for t in (config.tracking_events_topic, config.changelog_topic,
+        mine = [t for t in (config.internal_topic_name, config.changelog_topic,
                             f"{config.app_id}-__assignor-__leader") if t in existing]
         if mine:
             await admin.delete_topics(mine)

@@ -125,7 +125,7 @@ def topic_specs(config: StreamConfig) -> dict[str, dict[str, str]]:
         specs[config.scans_topic] = {}
         specs[config.alerts_topic] = {}
         specs[config.deadletter_topic] = {"max.message.bytes": big}
-    specs[config.tracking_events_topic] = {"max.message.bytes": str(8 << 20)}
+    specs[config.internal_topic_name] = {"max.message.bytes": str(8 << 20)}
     specs[config.changelog_topic] = {"cleanup.policy": "compact"}
     return specs
 
@@ -143,7 +143,7 @@ async def declare_topics(config: StreamConfig) -> list[str]:
     try:
         specs = topic_specs(config)
         existing = set(await admin.list_topics())
-        for name in (config.tracking_events_topic, config.changelog_topic):
+        for name in (config.internal_topic_name, config.changelog_topic):
             if name in existing:
                 described = await admin.describe_topics([name])
                 count = len(described[0].get("partitions", [])) if described else 0
@@ -468,7 +468,7 @@ def build_app(config: StreamConfig) -> faust.App:
         async def on_start(self) -> None:
             await super().on_start()
             # the seek-race guard of faust_transport, for the stream partitions only
-            self.consumer.seek_guard.topics = frozenset({config.tracking_events_topic})
+            self.consumer.seek_guard.topics = frozenset({config.internal_topic_name})
             if stage.producer is None and config.store != "memory://":
                 stage.producer = new_producer(config)
                 await stage.producer.start()
@@ -524,7 +524,7 @@ def build_app(config: StreamConfig) -> faust.App:
 
     async def check_stalls() -> None:
         consumer = app.consumer
-        mine = {tp for tp in consumer.assignment() if tp.topic == config.tracking_events_topic}
+        mine = {tp for tp in consumer.assignment() if tp.topic == config.internal_topic_name}
         watchdog.forget(mine)
         now = time.monotonic()
         for tp in sorted(mine):
@@ -592,7 +592,7 @@ def build_app(config: StreamConfig) -> faust.App:
             runtime["replay_progress"](done, total)
         if not finished:
             return False
-        internal = [TopicPartition(config.tracking_events_topic, p)
+        internal = [TopicPartition(config.internal_topic_name, p)
                     for p in range(config.partitions)]
         ends = await probe.end_offsets(internal)
         done_stage = await admin.list_consumer_group_offsets(config.app_id)
@@ -614,7 +614,7 @@ def build_app(config: StreamConfig) -> faust.App:
         with contextlib.suppress(Exception):  # not started yet
             consumer = app.consumer
             for tp in consumer.assignment():
-                if tp.topic == config.tracking_events_topic:
+                if tp.topic == config.internal_topic_name:
                     high = consumer.highwater(tp)
                     done = consumer._committed_offset.get(tp) or 0
                     if high is not None:
@@ -644,7 +644,7 @@ def build_app(config: StreamConfig) -> faust.App:
             assigned = app.consumer.assignment()
         except Exception:  # the consumer is not started yet
             assigned = set()
-        if not [tp for tp in assigned if tp.topic == config.tracking_events_topic]:
+        if not [tp for tp in assigned if tp.topic == config.internal_topic_name]:
             return "no partitions assigned"
         if watchdog.stalled:
             return "stalled partitions: " + ", ".join(
@@ -694,7 +694,7 @@ def build_app(config: StreamConfig) -> faust.App:
     )
 
     tracking_events = app.topic(
-        config.tracking_events_topic,
+        config.internal_topic_name,
         key_type=bytes,
         value_type=bytes,
         partitions=config.partitions,

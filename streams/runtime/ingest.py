@@ -256,7 +256,7 @@ class Ingest:
         from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
         c = self.config
-        topic = c.tracking_events_topic
+        topic = c.internal_topic_name
         attempt = 0
         while True:
             futures = []

@@ -62,14 +62,14 @@ def encode_frame(entries: Sequence[Entry]) -> bytes:
 
 def decode_frame(data: bytes) -> list[Entry]:
     if data[:3] != MAGIC:
-        raise FrameError("not a tracking-events frame (bad magic)")
+        raise FrameError("not a internal-topic frame (bad magic)")
     if data[3] != VERSION:
-        raise FrameError(f"tracking-events frame version {data[3]}; this worker reads "
+        raise FrameError(f"internal-topic frame version {data[3]}; this worker reads "
                          f"{VERSION}: run one version per --app-id")
     timestamps, payload = _decode_body(memoryview(data)[4:])
     decoded = events.decode_events(payload)
     if len(decoded) != len(timestamps):
-        raise FrameError("tracking-events frame: timestamps and events differ in number")
+        raise FrameError("internal-topic frame: timestamps and events differ in number")
     return list(zip(timestamps, decoded, strict=True))
 
 

@@ -98,7 +98,7 @@ class StreamConfig:
             object.__setattr__(self, "kafka", kafka.with_bootstrap(self.bootstrap))
 
     @property
-    def tracking_events_topic(self) -> str:
+    def internal_topic_name(self) -> str:
         return self.internal_topic or f"{self.app_id}-tracking-events"
 
     @property
