@@ -3,7 +3,7 @@
     python benchmarks/arrival.py [--lags 0,1,3,7,14] [--labels 1200] [--days 40] [--seed 11]
                                  [--hand-built 0] [--step-hours 24]
 
-One simulated corpus (tests/test_arrival_order.py's: a reuse incident, voids, voided labels
+One simulated corpus (tests/runtime/test_arrival_order.py's: a reuse incident, voids, voided labels
 shipped, misdeliveries, late labels) goes through a fresh `tracking-validator worker` per lag:
 arrival order with every label `lag` days of event time later, cut into batches of
 `--step-hours` of that shifted time, each produced once the worker has committed the previous

@@ -11,7 +11,7 @@ The schema check is msgspec's: streams.core.schema builds one struct per schemas
 and a tagged union of them on `type` decodes and validates a message in one pass. Only when
 that fails are the checks above taken one by one, to say which failed (dead letters are rare).
 Where a message breaks several rules of its schema, the error is one of them (the first msgspec
-meets); tests/test_schemas.py checks it is one of the errors `jsonschema` reports.
+meets); tests/core/test_schemas.py checks it is one of the errors `jsonschema` reports.
 
 A well-formed label whose tracking number fails validation is NOT a decode error: the event
 carries the `Validation` and detection turns it into an `invalid_tracking` alert.
@@ -169,7 +169,7 @@ def _pattern(kind: str, *path: str) -> _Pattern:
     return _Pattern(_FAST[kind].patterns[path])
 
 
-# The timestamp pattern the shortcut in _moment is proven for (tests/test_schemas.py); a
+# The timestamp pattern the shortcut in _moment is proven for (tests/core/test_schemas.py); a
 # schema with any other date-time pattern gets the regex for every value.
 RFC3339_PATTERN = (
     r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]"

@@ -45,7 +45,7 @@ MAX_ERROR_CHARS = 1000  # error.message and error.path are cut to this many char
 MAX_TOPIC_CHARS = 249  # Kafka's limit on a topic name (ASCII)
 # The JSON of a dead letter around its variable parts, at their widest: keys, punctuation,
 # 20-digit integers (partition, offset, sizes), two SHA-256 digests and a received_at of up to
-# 40 characters (tests/test_deadletter.py checks this against real records).
+# 40 characters (tests/runtime/test_deadletter.py checks this against real records).
 _FIXED_BYTES = 512
 
 

@@ -21,7 +21,7 @@ value (~0.5 us for a timestamp), a caller can memoise values that repeat (countr
 currencies) or prove a common shape cheaper.
 
 Any other keyword is refused with ValueError at import, so a schema edit can never be silently
-ignored by the code. tests/test_schemas.py proves the decoder accepts and rejects exactly what
+ignored by the code. tests/core/test_schemas.py proves the decoder accepts and rejects exactly what
 `jsonschema` (with an RFC 3339 date-time format checker) does, with the same JSON Pointer.
 """
 

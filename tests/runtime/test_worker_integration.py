@@ -46,7 +46,7 @@ PARTITIONS = 3
 
 
 # ---------------------------------------------------------------- harness (also used by
-# tests/test_recovery.py)
+# tests/runtime/test_recovery.py)
 
 
 @dataclass
