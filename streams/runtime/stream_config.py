@@ -1,10 +1,10 @@
 """Configuration of the stream worker: Kafka, topics, state and client tuning.
 
-Kept apart from `streams.runtime.app` so that the command-line layer can build and print it without
-importing Faust. Every field has an environment variable (`StreamConfig.from_env`) so that
-`faust -A streams.runtime.app:app worker`, containers and the `worker` command agree; command-line
-flags override the environment. Detection settings (reuse window, clock skew, maximum message
-size, ...) live in `streams.core.settings.Settings` and are carried here as `settings`.
+Kept apart from `streams.runtime.app` so that the command-line layer can build and print it
+without importing Faust. Every field has an environment variable (`StreamConfig.from_env`) so
+that containers and the `worker` command agree; command-line flags override the environment.
+Detection settings (reuse window, clock skew, maximum message size, ...) live in
+`streams.core.settings.Settings` and are carried here as `settings`.
 """
 
 from __future__ import annotations
