@@ -50,11 +50,9 @@ log = logging.getLogger(__name__)
 
 FETCH_MAX_WAIT_MS = 50
 SEEK_GUARD_SECONDS = 60.0
-# under half of a 1 MiB G1 region (fix 3), with room for the request's own headers
-MAX_REQUEST_BYTES = 448 * 1024
 
 
-def cap_request_bytes(producer: Any, max_bytes: int = MAX_REQUEST_BYTES) -> bool:
+def cap_request_bytes(producer: Any, max_bytes: int) -> bool:
     """Make `producer` (an AIOKafkaProducer, before or after start) put at most `max_bytes`
     of record batches in one produce request (fix 3 of the module doc). A batch larger than
     that alone still goes, alone. The batches left out stay queued, in order, and go in the

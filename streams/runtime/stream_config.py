@@ -59,8 +59,9 @@ class StreamConfig:
     producer_linger: float = 0.005  # seconds the producer waits to fill a batch
     producer_max_batch_size: int = 256 * 1024
     # bytes of record batches in one produce request, 0: no cap (aiokafka has none). Under
-    # half a G1 region of a broker with a heap under 2 GB: a larger request is a humongous
-    # allocation there (streams.runtime.faust_transport, fix 3)
+    # half a G1 region of a broker with a heap under 2 GB (448 KiB leaves room for the
+    # request's own headers): a larger request is a humongous allocation there
+    # (streams.runtime.faust_transport, fix 3)
     producer_max_request_bytes: int = 448 * 1024
     producer_acks: int = -1  # all in-sync replicas: an acked alert survives a broker loss
     max_poll_records: int = 5000  # input records ingest takes per getmany
