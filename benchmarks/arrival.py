@@ -24,7 +24,6 @@ import argparse
 import shutil
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,14 +41,11 @@ from test_arrival_order import (
     batches,
     corpus,
     corpus_params,
-    feed_in_batches,
     lagged,
     new_pipeline,
     offline_open,
     open_set,
-    published,
-    start_pipeline,
-    stop,
+    run_in_batches,
 )
 
 from streams.tools.offline import Processor
@@ -89,14 +85,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
             work.mkdir()
             p = new_pipeline(bootstrap, work, f"arr-bench-{lag:g}",
                              extra_args=["--alert-hold", str(args.alert_hold)])
-            started = time.monotonic()
-            await start_pipeline(p)
-            try:
-                await feed_in_batches(p, parts)
-            finally:
-                await stop(p)
-            seconds = time.monotonic() - started
-            got = await published(p)
+            got, seconds = await run_in_batches(p, parts)
             core_records, core_retracted, core_open, core_rules = core_in_order(
                 lagged(records, lag))
             rows.append(

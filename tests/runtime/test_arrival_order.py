@@ -261,6 +261,19 @@ async def published(p: Pipeline) -> Outcome:
     )
 
 
+async def run_in_batches(p: Pipeline, parts: Sequence[Sequence[Record]]) -> tuple[Outcome, float]:
+    """Start the worker, feed `parts` one after another (`feed_in_batches`), stop it; what it
+    published, and the seconds from the start to the stop."""
+    started = time.monotonic()
+    await start_pipeline(p)
+    try:
+        await feed_in_batches(p, parts)
+    finally:
+        await stop(p)
+    seconds = time.monotonic() - started
+    return await published(p), seconds
+
+
 def scans_before_label(order: Sequence[Record]) -> int:
     """Scans fed before the first label of their number: the late-label case, measured on
     the input so a scenario cannot silently stop being adversarial."""
@@ -323,15 +336,8 @@ async def test_labels_days_behind_the_scans(
     assert scans_before_label([r for part in parts for r in part]) > 4 * scans_before_label(
         records)
     p = new_pipeline(kafka_bootstrap, tmp_path, "arr-lag")
-    started = time.monotonic()
-    await start_pipeline(p)
-    try:
-        await feed_in_batches(p, parts)
-    finally:
-        await stop(p)
-    got = await published(p)
-    report(f"labels {lag} days behind, {len(parts)} batches", got, expected,
-           time.monotonic() - started)
+    got, seconds = await run_in_batches(p, parts)
+    report(f"labels {lag} days behind, {len(parts)} batches", got, expected, seconds)
     assert_offline(got, expected)
 
 
@@ -342,17 +348,10 @@ async def test_one_labels_partition_paused_then_resumed(
     rest = [r for r in records if not (r.topic == "labels" and r.partition == 0)]
     assert 0 < len(paused) < len([r for r in records if r.topic == "labels"])
     p = new_pipeline(kafka_bootstrap, tmp_path, "arr-pause")
-    started = time.monotonic()
-    await start_pipeline(p)
-    try:
-        # the rest in two halves of arrival time, then the paused partition resumes
-        half = len(rest) // 2
-        await feed_in_batches(p, [rest[:half], rest[half:], paused])
-    finally:
-        await stop(p)
-    got = await published(p)
-    report(f"labels partition 0 ({len(paused)} records) paused", got, expected,
-           time.monotonic() - started)
+    # the rest in two halves of arrival time, then the paused partition resumes
+    half = len(rest) // 2
+    got, seconds = await run_in_batches(p, [rest[:half], rest[half:], paused])
+    report(f"labels partition 0 ({len(paused)} records) paused", got, expected, seconds)
     assert_offline(got, expected)
 
 
