@@ -5,23 +5,27 @@
 Every Kafka figure is printed beside its ratio to a FLOOR measured in the same invocation on
 the same broker: a plain aiokafka consumer of both input topics, in batches (`getmany`), that
 only decodes (`events.decode`) — the least any consumer of these topics does. Absolute
-figures on this shared 2-core machine vary 20-30% from run to run; the ratios much less.
+figures on this shared 2-core machine vary 20-30% from run to run; the ratios less, but
+the broker's much more (see (b)).
 
   (a) core        decode + validate + apply per event on one core, no Kafka, bytes state
                   (benchmarks/core.py's figure), and the same through the runtime's steps
                   (ingest.build_batch, a frame encoded and decoded, app.detect_frame).
   (b) backlog     the same preloaded backlog (the workload of benchmarks/core.py, labels and
                   scans) read by the floor in this process, then by one worker subprocess
-                  (`tracking-validator worker`): events/s from the first input consumed to the
-                  last one committed by both of the worker's groups; CPU per event of the
+                  (`tracking-validator worker`): events/s from ingest's first commit to the
+                  last commit of both of the worker's groups (followed on the worker's own
+                  /metrics, Kafka asked only at the end: a lag poller's requests would be
+                  charged to the worker's broker figure); CPU per event of the
                   floor (this process) and of the worker (/proc/PID/stat), and of the broker
                   over the same interval (only when this script started the broker), split
                   by the broker's kind of thread: request handling, JIT compilers, GC, other.
                   (b) runs first, on a fresh broker: most of its JIT share is the one-off
                   compilation of the code paths the worker's traffic takes. With the
-                  script's own broker it then runs once more, the same workload on new
-                  topics, labelled "warm broker": a broker that has served this traffic for
-                  a while (the steady state) has compiled them already.
+                  script's own broker it then runs --warm-passes more times (default 3),
+                  the same workload on new topics, labelled "warm broker", and prints the
+                  medians: one pass is too noisy to be a figure (the broker's ratio moved
+                  2.3-8x between passes on this machine).
   (c) latency     produce-to-alert at steady rates (--rates) of ordinary traffic with probe
                   labels spread in (a wrong check digit: an invalid_tracking alert at once),
                   p50/p99; the floor's is produce-to-consume of the probes by the floor.
@@ -59,6 +63,7 @@ import core as core_bench
 from streams.commands.demo import WorkerProcess, _have_leaders
 from streams.core import events
 from streams.core.settings import Settings
+from streams.local.broker import free_port
 from streams.runtime import internal_topic
 from streams.runtime.app import detect_frame
 from streams.runtime.ingest import build_batch
@@ -282,6 +287,7 @@ class Run:
         self.topics = {k: f"{run}.{k}" for k in ("labels", "scans", "alerts", "deadletter")}
         self.state_dir = tmp / run
         self.log = tmp / f"{run}.log"
+        self.web_port = free_port()  # its /metrics: how far it is, at no cost to the broker
         self.worker = WorkerProcess(
             [
                 "--bootstrap", bootstrap, "--app-id", run, "--state-dir", str(self.state_dir),
@@ -290,10 +296,15 @@ class Run:
                 "--alerts-topic", self.topics["alerts"],
                 "--deadletter-topic", self.topics["deadletter"],
                 "--loglevel", "info",
+                "--web-port", str(self.web_port), "--web-host", "127.0.0.1",
                 *(extra or []),
             ],
             log=self.log,
         )
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/metrics"
 
     @property
     def internal(self) -> str:
@@ -389,12 +400,9 @@ async def run_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int |
 
 
 def poll_interval(started: float | None, start_lag: int, lag: int) -> float:
-    """How long until the next lag poll: 50 ms until the worker starts and near the end (the
-    end is timed to 50 ms), else a third of the time left at the rate so far, at most 0.5 s.
-    A poll (two OffsetFetch, their FindCoordinator, a ListOffsets) costs the broker 4-5 ms of
-    CPU, all charged to the worker: polling every 50 ms throughout was ~90 polls in a 4 s
-    backlog, ~2 us/event of the worker's broker figure (the floor, in this process, has no
-    poller); adaptively, ~15 polls."""
+    """How long until the next look at the worker's progress: 50 ms until it starts and near
+    the end (the end is timed to 50 ms), else a third of the time left at the rate so far,
+    at most 0.5 s."""
     if started is None or lag <= 0:
         return 0.05
     done = start_lag - lag
@@ -405,36 +413,72 @@ def poll_interval(started: float | None, start_lag: int, lag: int) -> float:
     return min(0.5, max(0.05, left / 3))
 
 
+async def worker_progress(http: Any, run: Run) -> tuple[int, int] | None:
+    """From the worker's /metrics: (input records its ingest has committed, the counter
+    tracking_validator_events_total; the stage's uncommitted internal records, the lag
+    gauges of the internal topic as of its last fetch), None while it does not serve yet."""
+    try:
+        async with http.get(run.metrics_url) as response:
+            if response.status != 200:
+                return None
+            text = await response.text()
+    except OSError:  # aiohttp's connection errors are OSErrors: not listening yet
+        return None
+    done = stage_lag = 0
+    internal = f'topic="{run.internal}"'
+    for line in text.splitlines():
+        if line.startswith("tracking_validator_events_total{"):
+            done += int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("tracking_validator_consumer_lag{") and internal in line:
+            stage_lag += int(float(line.rsplit(" ", 1)[1]))
+    return done, stage_lag
+
+
 async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[str, float]:
-    """The worker reads the preloaded backlog: from its first progress to the last commit."""
+    """The worker reads the preloaded backlog: from its first commit to the last commit of
+    both of its groups.
+
+    Progress is read from the worker's own /metrics, which costs the broker nothing; Kafka is
+    asked only at the end, for the stage's commits. (Polling the groups' lag throughout, as
+    this did before, charged the worker with the poller's requests: two OffsetFetch, their
+    FindCoordinator and a ListOffsets a poll, 4-5 ms of broker CPU each, ~80 requests a
+    pass against the worker's own ~430 and the floor's ~65, counted in the broker's request
+    log.)"""
+    import aiohttp
+
     run.worker.start()
     pid = run.worker.pid
-    async with Lag(run.bootstrap, run.groups) as lag:
-        deadline = time.monotonic() + 600
-        started = cpu0 = broker0 = threads0 = None
-        last = None
-        start_lag = 0
+    deadline = time.monotonic() + 600
+    started = cpu0 = broker0 = threads0 = None
+    start_left = 0
+    async with aiohttp.ClientSession() as http:
         while True:
-            now_lag = await lag.get()
-            if now_lag >= 0 and started is None and last is not None and now_lag < last:
-                # first progress (ingest commits): what came before is start-up
+            progress = await worker_progress(http, run)
+            done, stage_lag = progress if progress is not None else (None, 1)
+            if done and started is None:
+                # the first commit: what came before is start-up (one batch's work before it
+                # is left out: a slight overstatement of the rate, understatement of CPU)
                 started, cpu0, broker0 = (time.monotonic(), cpu_seconds(pid),
                                           cpu_seconds(broker_pid))
                 threads0 = broker_threads(broker_pid)
-                start_lag = now_lag
-            if now_lag == 0 and started is not None:
+                start_left = n - done
+            if done is not None and done >= n and stage_lag == 0:
                 break
-            if now_lag >= 0:
-                last = now_lag if last is None else max(last, now_lag)
+            if time.monotonic() > deadline or run.worker.poll() is not None:
+                raise TimeoutError(f"worker did not finish; log {run.log}")
+            await asyncio.sleep(poll_interval(started, start_left, n - (done or 0)))
+    # confirmed by Kafka: the stage's gauge is as of its last fetch, which may not have seen
+    # the last frames yet
+    async with Lag(run.bootstrap, run.groups) as lag:
+        while await lag.get() != 0:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker did not finish; log {run.log}")
-            await asyncio.sleep(poll_interval(started, start_lag, now_lag))
-        seconds = time.monotonic() - started
-        cpu = cpu_seconds(pid) - cpu0  # type: ignore[operator]
-        broker1 = cpu_seconds(broker_pid)
-        threads1 = broker_threads(broker_pid)
-    # the work of the first 50 ms poll interval falls before `started`: a slight overstatement
-    # of the rate, and understatement of CPU per event, of at most that interval's share
+            await asyncio.sleep(0.05)
+    assert started is not None
+    seconds = time.monotonic() - started
+    cpu = cpu_seconds(pid) - cpu0  # type: ignore[operator]
+    broker1 = cpu_seconds(broker_pid)
+    threads1 = broker_threads(broker_pid)
     broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
     return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
             "broker_us": broker * 1e6 if broker is not None else None, "seconds": seconds,
@@ -468,6 +512,42 @@ async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None
             f"{kind} {worker['broker_kinds'][kind]:.1f} / {floor['broker_kinds'][kind]:.1f}"
             for kind in worker["broker_kinds"]))
     return {"n": n, "floor": floor, "worker": worker}, run
+
+
+def summarise_warm(passes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Print and return the medians of the warm passes: each figure, and each ratio taken
+    within its own pass (the worker's and the floor's broker CPU move together)."""
+    def med(get: Callable[[dict[str, Any]], float | None]) -> float | None:
+        values = [v for v in (get(p) for p in passes) if v is not None]
+        return statistics.median(values) if values else None
+
+    def spread(get: Callable[[dict[str, Any]], float | None]) -> str:
+        values = [v for v in (get(p) for p in passes) if v is not None]
+        return f"{min(values):.2f}-{max(values):.2f}x" if values else ""
+
+    def within(key: str) -> Callable[[dict[str, Any]], float | None]:
+        def get(p: dict[str, Any]) -> float | None:
+            w, f = p["worker"][key], p["floor"][key]
+            return w / f if w is not None and f else None
+        return get
+
+    summary: dict[str, Any] = {"passes": len(passes)}
+    print(f"(b) warm broker, median of {len(passes)} passes (ratio: median of each pass's "
+          "own ratio, range)")
+    for key, name, unit in (("rate", "worker end to end", "events/s"),
+                            ("cpu_us", "worker CPU", "us/event"),
+                            ("broker_us", "broker CPU for the worker", "us/event")):
+        worker = med(lambda p, k=key: p["worker"][k])
+        floor = med(lambda p, k=key: p["floor"][k])
+        ratio_ = med(within(key))
+        summary[key] = {"worker": worker, "floor": floor, "ratio": ratio_}
+        if worker is None or floor is None or ratio_ is None:
+            continue
+        form = "{:,.0f}" if key == "rate" else "{:.1f}"
+        figure = f"{form.format(worker):>9}"
+        print(f"    {name + ':':<34} {figure} {unit} (floor {form.format(floor)}): "
+              f"{ratio_:.2f}x the floor ({spread(within(key))})")
+    return summary
 
 
 # ---------------------------------------------------------------- (c) latency
@@ -634,16 +714,24 @@ async def kafka_parts(args: argparse.Namespace, bootstrap: str,
         results["b"], run = await backlog(bootstrap, tmp, args.labels, broker_pid, cold)
         run.stop()  # closes RocksDB: the state dir is then complete on disk
         logs.append(run.log)
+        results["d"] = state_size(run, args.labels)
         if cold:
             # the same workload again on new topics, a new app id and a new floor group: the
-            # broker has compiled the code paths this traffic takes, as a broker that has
-            # served it for a while has (the steady state); the first pass includes that
-            # one-off JIT work (a broker thread kind of its own above)
-            results["b_warm"], warm_run = await backlog(
-                bootstrap, tmp, args.labels, broker_pid, " (warm broker: the same again)")
-            warm_run.stop()
-            logs.append(warm_run.log)
-        results["d"] = state_size(run, args.labels)
+            # broker has compiled more of the code paths this traffic takes (the first pass
+            # includes that one-off JIT work, a broker thread kind of its own above). One
+            # warm pass is not a figure: the broker's ratio moved 2.3-8x from pass to pass
+            # (its JIT keeps compiling for minutes, and the floor's own cost halves as the
+            # broker warms to it), so the warm figures are medians of --warm-passes passes.
+            warm = []
+            for i in range(args.warm_passes):
+                found, warm_run = await backlog(
+                    bootstrap, tmp, args.labels, broker_pid,
+                    f" (warm broker: the same again, pass {i + 1} of {args.warm_passes})")
+                warm_run.stop()
+                logs.append(warm_run.log)
+                warm.append(found)
+            if warm:
+                results["b_warm"] = summarise_warm(warm)
         results["c"] = []
         if args.backlog_only:
             return results
@@ -673,8 +761,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog-only", action="store_true",
                         help="only (b) and (d): no (a) core figures, no (c) latency runs")
     parser.add_argument("--no-warm", dest="warm", action="store_false",
-                        help="(b) once, on the fresh broker only (default: once more after "
-                        "it, warm; only with the script's own broker: its CPU is the point)")
+                        help="(b) once, on the fresh broker only (default: --warm-passes more "
+                        "after it, warm; only with the script's own broker: its CPU is the "
+                        "point)")
+    parser.add_argument("--warm-passes", type=int, default=3,
+                        help="(b) passes on the warm broker, summarised by their medians "
+                        "(default 3)")
     parser.add_argument("--keep-logs", default=None, help="copy worker logs to this dir")
     args = parser.parse_args(argv)
     args.labels = args.labels or (4000 if args.quick else 40000)
