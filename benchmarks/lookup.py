@@ -30,7 +30,7 @@ runtime with batched ingest and the Faust stage, the feed in a child process:
   (1) at 500 requests/s p50 1.5 ms, p99 6.0 ms, max 63 ms (target p99 < 20 ms: met);
   (2) 6,922 requests/s closed loop, p99 6.3 ms;
   (3) 61,175 numbers/s in batches of 1,000 (target >= 20,000: met).
-  (An earlier run, before the layout change of issue 13: 147 us, 17 us, p99 9.5 ms,
+  (An earlier session's run: 147 us, 17 us, p99 9.5 ms,
   5,032 requests/s, 56,681 numbers/s.)
   With five other sessions loading the machine (load average 2-12) the same quick runs gave
   p99 29 ms and 25,000-27,400 numbers/s.
