@@ -407,6 +407,8 @@ class Stage:
                 await self.ack(p.event)
             self.frames += 1
             self.events += p.events
+            if self.metrics is not None:
+                self.metrics.stage_events.inc(p.events)
 
     async def drain(self) -> None:
         """Until every frame processed so far is durable (tests, shutdown)."""

@@ -6,6 +6,8 @@ at the consumers or the table (lag, table keys, stalled partitions) are refreshe
 `Metrics.refresh`, which the runtime calls every few seconds and before each scrape.
 
     tracking_validator_events_total{topic,outcome}     input records: event | dead_letter
+    tracking_validator_stage_events_total              events the stateful stage has applied
+                                                       and made durable (changelog, RocksDB)
     tracking_validator_dead_letters_total{code}        by the contract's error.code
     tracking_validator_alerts_total{rule,severity}     distinct alerts (first publications)
     tracking_validator_alert_revisions_total{status}   revisions > 1: open | retracted
@@ -36,6 +38,10 @@ class Metrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.events = Counter("tracking_validator_events", "Input records by outcome",
                               ["topic", "outcome"], registry=r)
+        self.stage_events = Counter(
+            "tracking_validator_stage_events",
+            "Events the stateful stage has applied and made durable (changelog, RocksDB)",
+            registry=r)
         self.dead_letters = Counter("tracking_validator_dead_letters",
                                     "Dead-lettered input records by error code", ["code"],
                                     registry=r)

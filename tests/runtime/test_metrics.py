@@ -91,6 +91,11 @@ async def test_metrics_health_and_ready_of_a_real_worker(
                       f'topic="{p.topics["labels"]}"}}'] == 2
         assert events[f'tracking_validator_events_total{{outcome="dead_letter",'
                       f'topic="{p.topics["scans"]}"}}'] == 2
+        # every event ingest passed on was applied and made durable by the stage
+        applied = sum(v for k, v in events.items() if 'outcome="event"' in k)
+        assert applied == len(msgs)  # the two labels and the journey's three scans
+        assert samples(text, "tracking_validator_stage_events_total") == {
+            "tracking_validator_stage_events_total": applied}
         dead = samples(text, "tracking_validator_dead_letters_total")
         assert dead['tracking_validator_dead_letters_total{code="not_an_object"}'] == 1
         assert dead['tracking_validator_dead_letters_total{code="invalid_json"}'] == 1
