@@ -14,9 +14,9 @@ the broker's much more (see (b)).
   (b) backlog     the same preloaded backlog (the workload of benchmarks/core.py, labels and
                   scans) read by the floor in this process, then by one worker subprocess
                   (`tracking-validator worker`): events/s from ingest's first commit to the
-                  last commit of both of the worker's groups (followed on the worker's own
-                  /metrics, Kafka asked only at the end: a lag poller's requests would be
-                  charged to the worker's broker figure); CPU per event of the
+                  stage making the last event durable (followed on the worker's own
+                  /metrics: a lag poller's requests would be charged to the worker's broker
+                  figure); CPU per event of the
                   floor (this process) and of the worker (/proc/PID/stat), and of the broker
                   over the same interval (only when this script started the broker), split
                   by the broker's kind of thread: request handling, JIT compilers, GC, other.
@@ -235,19 +235,30 @@ class Lag:
         self.bootstrap, self.groups = bootstrap, groups
 
     async def __aenter__(self) -> Lag:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
         from aiokafka.admin import AIOKafkaAdminClient
 
         self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
         await self.admin.start()
         await self.consumer.start()
-        self.tps = {
-            group: [TopicPartition(d["topic"], p["partition"])
-                    for d in await self.admin.describe_topics(topics) for p in d["partitions"]]
-            for group, topics in self.groups.items()
-        }
-        return self
+        self.tps: dict[str, list[Any]] | None = None  # at the first get(): the worker
+        return self                                 # creates its topics as it starts
+
+    async def _partitions(self) -> dict[str, list[Any]] | None:
+        """Each group's partitions, None while a topic does not exist yet."""
+        from aiokafka import TopicPartition
+
+        if self.tps is None:
+            tps = {}
+            for group, topics in self.groups.items():
+                described = await self.admin.describe_topics(topics)
+                if len(described) != len(topics) or not all(d["partitions"] for d in described):
+                    return None
+                tps[group] = [TopicPartition(d["topic"], p["partition"])
+                              for d in described for p in d["partitions"]]
+            self.tps = tps
+        return self.tps
 
     async def __aexit__(self, *exc: object) -> None:
         await self.consumer.stop()
@@ -267,7 +278,10 @@ class Lag:
 
         total = 0
         try:
-            for group, tps in self.tps.items():
+            groups = await self._partitions()
+            if groups is None:
+                return -1
+            for group, tps in groups.items():
                 end = await self.consumer.end_offsets(tps)
                 done = await self.admin.list_consumer_group_offsets(group)
                 total += sum(max(end[tp] - max(done[tp].offset if tp in done else 0, 0), 0)
@@ -413,10 +427,10 @@ def poll_interval(started: float | None, start_lag: int, lag: int) -> float:
     return min(0.5, max(0.05, left / 3))
 
 
-async def worker_progress(http: Any, run: Run) -> tuple[int, int] | None:
-    """From the worker's /metrics: (input records its ingest has committed, the counter
-    tracking_validator_events_total; the stage's uncommitted internal records, the lag
-    gauges of the internal topic as of its last fetch), None while it does not serve yet."""
+async def worker_progress(http: Any, run: Run) -> tuple[int, int, int] | None:
+    """From the worker's /metrics: (input records its ingest has committed, the events among
+    them (not dead letters), events its stage has applied and made durable), None while it
+    does not serve yet."""
     try:
         async with http.get(run.metrics_url) as response:
             if response.status != 200:
@@ -424,61 +438,61 @@ async def worker_progress(http: Any, run: Run) -> tuple[int, int] | None:
             text = await response.text()
     except OSError:  # aiohttp's connection errors are OSErrors: not listening yet
         return None
-    done = stage_lag = 0
-    internal = f'topic="{run.internal}"'
+    committed = events = applied = 0
     for line in text.splitlines():
         if line.startswith("tracking_validator_events_total{"):
-            done += int(float(line.rsplit(" ", 1)[1]))
-        elif line.startswith("tracking_validator_consumer_lag{") and internal in line:
-            stage_lag += int(float(line.rsplit(" ", 1)[1]))
-    return done, stage_lag
+            count = int(float(line.rsplit(" ", 1)[1]))
+            committed += count
+            events += count if 'outcome="event"' in line else 0
+        elif line.startswith("tracking_validator_stage_events_total "):
+            applied = int(float(line.rsplit(" ", 1)[1]))
+    return committed, events, applied
 
 
 async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[str, float]:
-    """The worker reads the preloaded backlog: from its first commit to the last commit of
-    both of its groups.
+    """The worker reads the preloaded backlog: from ingest's first commit to the stage
+    making the last event durable (its state in the changelog and RocksDB, its alerts
+    acknowledged; Faust records the offset at its next commit, up to `commit_interval`
+    later, and a crash before that repeats the frame to no effect). The window holds two
+    fixed costs that a longer backlog spreads thinner: the stage's start-up (Faust's
+    assignment; ingest runs ahead meanwhile, ~2 s here) and the alert hold (`alert_hold`,
+    2 s: frames become durable once their held alerts are out).
 
-    Progress is read from the worker's own /metrics, which costs the broker nothing; Kafka is
-    asked only at the end, for the stage's commits. (Polling the groups' lag throughout, as
-    this did before, charged the worker with the poller's requests: two OffsetFetch, their
-    FindCoordinator and a ListOffsets a poll, 4-5 ms of broker CPU each, ~80 requests a
-    pass against the worker's own ~430 and the floor's ~65, counted in the broker's request
-    log.)"""
+    Progress is read from the worker's own /metrics, which costs the broker nothing. (This
+    polled both groups' lag through Kafka before: two OffsetFetch, their FindCoordinator and
+    a ListOffsets a poll, 4-5 ms of broker CPU each, ~80 requests a pass charged to the
+    worker, against its own ~460 and the floor's ~60, counted in the broker's request log.
+    And it listed the partitions right after starting the worker, before the worker had
+    created its internal topic; a missing topic lists none, so the stage's lag counted as 0
+    and runs were timed to ingest's last commit.)"""
     import aiohttp
 
-    run.worker.start()
-    pid = run.worker.pid
-    deadline = time.monotonic() + 600
-    started = cpu0 = broker0 = threads0 = None
-    start_left = 0
     async with aiohttp.ClientSession() as http:
+        run.worker.start()
+        pid = run.worker.pid
+        deadline = time.monotonic() + 600
+        started = cpu0 = broker0 = threads0 = None
+        start_left = 0
         while True:
             progress = await worker_progress(http, run)
-            done, stage_lag = progress if progress is not None else (None, 1)
-            if done and started is None:
+            committed, events, applied = progress if progress is not None else (0, 0, 0)
+            if committed and started is None:
                 # the first commit: what came before is start-up (one batch's work before it
                 # is left out: a slight overstatement of the rate, understatement of CPU)
                 started, cpu0, broker0 = (time.monotonic(), cpu_seconds(pid),
                                           cpu_seconds(broker_pid))
                 threads0 = broker_threads(broker_pid)
-                start_left = n - done
-            if done is not None and done >= n and stage_lag == 0:
+                start_left = n - applied
+            if committed >= n and applied >= events:
                 break
             if time.monotonic() > deadline or run.worker.poll() is not None:
                 raise TimeoutError(f"worker did not finish; log {run.log}")
-            await asyncio.sleep(poll_interval(started, start_left, n - (done or 0)))
-    # confirmed by Kafka: the stage's gauge is as of its last fetch, which may not have seen
-    # the last frames yet
-    async with Lag(run.bootstrap, run.groups) as lag:
-        while await lag.get() != 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker did not finish; log {run.log}")
-            await asyncio.sleep(0.05)
-    assert started is not None
-    seconds = time.monotonic() - started
-    cpu = cpu_seconds(pid) - cpu0  # type: ignore[operator]
-    broker1 = cpu_seconds(broker_pid)
-    threads1 = broker_threads(broker_pid)
+            await asyncio.sleep(poll_interval(started, start_left, n - applied))
+        assert started is not None
+        seconds = time.monotonic() - started
+        cpu = cpu_seconds(pid) - cpu0  # type: ignore[operator]
+        broker1 = cpu_seconds(broker_pid)
+        threads1 = broker_threads(broker_pid)
     broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
     return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
             "broker_us": broker * 1e6 if broker is not None else None, "seconds": seconds,
