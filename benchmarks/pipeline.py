@@ -453,10 +453,10 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
     """The worker reads the preloaded backlog: from ingest's first commit to the stage
     making the last event durable (its state in the changelog and RocksDB, its alerts
     acknowledged; Faust records the offset at its next commit, up to `commit_interval`
-    later, and a crash before that repeats the frame to no effect). The window holds two
-    fixed costs that a longer backlog spreads thinner: the stage's start-up (Faust's
-    assignment; ingest runs ahead meanwhile, ~2 s here) and the alert hold (`alert_hold`,
-    2 s: frames become durable once their held alerts are out).
+    later, and a crash before that repeats the frame to no effect). The window ends with a
+    fixed cost that a longer backlog spreads thinner: the alert hold (`alert_hold`, 2 s: a
+    frame becomes durable once its held alerts are out, so the last one ~2 s after it was
+    applied).
 
     Progress is read from the worker's own /metrics, which costs the broker nothing. (This
     polled both groups' lag through Kafka before: two OffsetFetch, their FindCoordinator and
