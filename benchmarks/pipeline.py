@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -235,30 +236,19 @@ class Lag:
         self.bootstrap, self.groups = bootstrap, groups
 
     async def __aenter__(self) -> Lag:
-        from aiokafka import AIOKafkaConsumer
+        from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
 
         self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
         await self.admin.start()
         await self.consumer.start()
-        self.tps: dict[str, list[Any]] | None = None  # at the first get(): the worker
-        return self                                 # creates its topics as it starts
-
-    async def _partitions(self) -> dict[str, list[Any]] | None:
-        """Each group's partitions, None while a topic does not exist yet."""
-        from aiokafka import TopicPartition
-
-        if self.tps is None:
-            tps = {}
-            for group, topics in self.groups.items():
-                described = await self.admin.describe_topics(topics)
-                if len(described) != len(topics) or not all(d["partitions"] for d in described):
-                    return None
-                tps[group] = [TopicPartition(d["topic"], p["partition"])
-                              for d in described for p in d["partitions"]]
-            self.tps = tps
-        return self.tps
+        self.tps = {
+            group: [TopicPartition(d["topic"], p["partition"])
+                    for d in await self.admin.describe_topics(topics) for p in d["partitions"]]
+            for group, topics in self.groups.items()
+        }
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.consumer.stop()
@@ -278,10 +268,7 @@ class Lag:
 
         total = 0
         try:
-            groups = await self._partitions()
-            if groups is None:
-                return -1
-            for group, tps in groups.items():
+            for group, tps in self.tps.items():
                 end = await self.consumer.end_offsets(tps)
                 done = await self.admin.list_consumer_group_offsets(group)
                 total += sum(max(end[tp] - max(done[tp].offset if tp in done else 0, 0), 0)
@@ -413,18 +400,17 @@ async def run_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int |
             "broker_kinds": per_event_by_kind(threads0, threads1, n)}
 
 
-def poll_interval(started: float | None, start_lag: int, lag: int) -> float:
-    """How long until the next look at the worker's progress: 50 ms until it starts and near
-    the end (the end is timed to 50 ms), else a third of the time left at the rate so far,
-    at most 0.5 s."""
-    if started is None or lag <= 0:
+def poll_interval(started: float | None, start_left: int, left: int) -> float:
+    """How long until the next look at the worker's progress (`left` events of the
+    `start_left` there were at `started`): 50 ms until it starts and near the end (the end is
+    timed to 50 ms), else a third of the time left at the rate so far, at most 0.5 s."""
+    if started is None or left <= 0:
         return 0.05
-    done = start_lag - lag
+    done = start_left - left
     elapsed = time.monotonic() - started
     if done <= 0 or elapsed <= 0:
         return 0.05
-    left = lag / (done / elapsed)
-    return min(0.5, max(0.05, left / 3))
+    return min(0.5, max(0.05, left / (done / elapsed) / 3))
 
 
 async def worker_progress(http: Any, run: Run) -> tuple[int, int, int] | None:
@@ -439,13 +425,13 @@ async def worker_progress(http: Any, run: Run) -> tuple[int, int, int] | None:
     except OSError:  # aiohttp's connection errors are OSErrors: not listening yet
         return None
     committed = events = applied = 0
-    for line in text.splitlines():
-        if line.startswith("tracking_validator_events_total{"):
-            count = int(float(line.rsplit(" ", 1)[1]))
-            committed += count
-            events += count if 'outcome="event"' in line else 0
-        elif line.startswith("tracking_validator_stage_events_total "):
-            applied = int(float(line.rsplit(" ", 1)[1]))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tracking_validator_events_total":
+                committed += int(sample.value)
+                events += int(sample.value) if sample.labels["outcome"] == "event" else 0
+            elif sample.name == "tracking_validator_stage_events_total":
+                applied = int(sample.value)
     return committed, events, applied
 
 
@@ -531,36 +517,25 @@ async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None
 def summarise_warm(passes: list[dict[str, Any]]) -> dict[str, Any]:
     """Print and return the medians of the warm passes: each figure, and each ratio taken
     within its own pass (the worker's and the floor's broker CPU move together)."""
-    def med(get: Callable[[dict[str, Any]], float | None]) -> float | None:
-        values = [v for v in (get(p) for p in passes) if v is not None]
-        return statistics.median(values) if values else None
-
-    def spread(get: Callable[[dict[str, Any]], float | None]) -> str:
-        values = [v for v in (get(p) for p in passes) if v is not None]
-        return f"{min(values):.2f}-{max(values):.2f}x" if values else ""
-
-    def within(key: str) -> Callable[[dict[str, Any]], float | None]:
-        def get(p: dict[str, Any]) -> float | None:
-            w, f = p["worker"][key], p["floor"][key]
-            return w / f if w is not None and f else None
-        return get
-
     summary: dict[str, Any] = {"passes": len(passes)}
     print(f"(b) warm broker, median of {len(passes)} passes (ratio: median of each pass's "
           "own ratio, range)")
     for key, name, unit in (("rate", "worker end to end", "events/s"),
                             ("cpu_us", "worker CPU", "us/event"),
                             ("broker_us", "broker CPU for the worker", "us/event")):
-        worker = med(lambda p, k=key: p["worker"][k])
-        floor = med(lambda p, k=key: p["floor"][k])
-        ratio_ = med(within(key))
-        summary[key] = {"worker": worker, "floor": floor, "ratio": ratio_}
-        if worker is None or floor is None or ratio_ is None:
+        pairs = [(p["worker"][key], p["floor"][key]) for p in passes]
+        pairs = [(w, f) for w, f in pairs if w is not None and f]
+        if not pairs:
+            summary[key] = {"worker": None, "floor": None, "ratio": None}
             continue
+        ratios = [w / f for w, f in pairs]
+        worker = statistics.median(w for w, _ in pairs)
+        floor = statistics.median(f for _, f in pairs)
+        summary[key] = {"worker": worker, "floor": floor, "ratio": statistics.median(ratios)}
         form = "{:,.0f}" if key == "rate" else "{:.1f}"
-        figure = f"{form.format(worker):>9}"
-        print(f"    {name + ':':<34} {figure} {unit} (floor {form.format(floor)}): "
-              f"{ratio_:.2f}x the floor ({spread(within(key))})")
+        print(f"    {name + ':':<34} {form.format(worker):>9} {unit} (floor "
+              f"{form.format(floor)}): {summary[key]['ratio']:.2f}x the floor "
+              f"({min(ratios):.2f}-{max(ratios):.2f}x)")
     return summary
 
 
