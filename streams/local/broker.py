@@ -397,6 +397,13 @@ def server_properties(
         "num.io.threads": 4,
         "num.recovery.threads.per.data.dir": 1,
         "log.segment.bytes": 64 * 1024 * 1024,
+        # A new segment's two index files are sparse files of this size, mmapped; the first
+        # index write faults one in, and the kernel's readahead (8 MB on some VMs) zero-fills
+        # that much page cache in the request thread. At the 10 MB default that stalled
+        # produce and fetch ~0.3-0.7 s whenever new topics took their first records (the
+        # tests' and benchmarks' pattern). A 64 MB segment fills at most 192 KB of index
+        # (an entry per 4 KB of log, 8 + 12 bytes), so 1 MB never rolls a segment early.
+        "log.index.size.max.bytes": 1024 * 1024,
         "log.retention.hours": 168,
         "delete.topic.enable": "true",
     }

@@ -71,6 +71,16 @@ def test_server_properties_single_combined_kraft_node(tmp_path):
     assert all(isinstance(v, str) for v in props.values())
 
 
+def test_index_cap_covers_a_full_segment(tmp_path):
+    # the index cap is small (its readahead stall), but a segment must fill before its
+    # index does: one offset entry (8 bytes) and at most one time entry (12) per 4 KiB
+    props = kb.server_properties(host="127.0.0.1", port=1, controller_port=2, log_dirs=tmp_path)
+    segment = int(props["log.segment.bytes"])
+    cap = int(props["log.index.size.max.bytes"])
+    interval = int(props.get("log.index.interval.bytes", 4096))
+    assert segment // interval * 12 <= cap < 10 * 1024 * 1024
+
+
 def test_server_properties_extra_overrides(tmp_path):
     props = kb.server_properties(
         host="127.0.0.1",
