@@ -10,7 +10,8 @@ the broker's much more (see (b)).
 
   (a) core        decode + validate + apply per event on one core, no Kafka, bytes state
                   (benchmarks/core.py's figure), and the same through the runtime's steps
-                  (ingest.build_batch, a frame encoded and decoded, app.detect_frame).
+                  (ingest.build_batch, a frame encoded and decoded, app.detect_frame); the
+                  floor here is the (b) floor's own work without Kafka: decode only.
   (b) backlog     the same preloaded backlog (the workload of benchmarks/core.py, labels and
                   scans) read by the floor in this process, then by one worker subprocess
                   (`tracking-validator worker`): events/s from ingest's first commit to the
@@ -172,15 +173,19 @@ def run_core(labels: int, repeat: int) -> dict[str, float]:
     settings = Settings()
     values = core_bench.workload(labels, 7)
     n = len(values)
+    # the floor's own work with no Kafka: decode only, as the (b) floor does per record
+    t_floor = min(core_bench.bench_decode(values) for _ in range(repeat))
     t_core, alerts, _ = min(core_bench.bench_bytes(values, settings) for _ in range(repeat))
     t_steps, alerts2 = min(bench_runtime_steps(values, settings) for _ in range(repeat))
     assert alerts == alerts2, (alerts, alerts2)
     print(f"(a) core: {n:,} events, one core (CPU time, best of {repeat})")
+    print(f"    floor: events.decode only             {n / t_floor:>10,.0f} events/s  "
+          f"{t_floor / n * 1e6:6.2f} us/event")
     print(f"    decode+validate+apply, bytes state   {n / t_core:>10,.0f} events/s  "
-          f"{t_core / n * 1e6:6.2f} us/event")
+          f"{t_core / n * 1e6:6.2f} us/event{ratio(t_core, t_floor)}")
     print(f"    through the runtime's steps + frames  {n / t_steps:>10,.0f} events/s  "
-          f"{t_steps / n * 1e6:6.2f} us/event")
-    return {"core": n / t_core, "steps": n / t_steps}
+          f"{t_steps / n * 1e6:6.2f} us/event{ratio(t_steps, t_floor)}")
+    return {"floor": n / t_floor, "core": n / t_core, "steps": n / t_steps}
 
 
 # ---------------------------------------------------------------- Kafka helpers
