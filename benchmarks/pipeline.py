@@ -27,6 +27,11 @@ the broker's much more (see (b)).
                   the same workload on new topics, labelled "warm broker", and prints the
                   medians: one pass is too noisy to be a figure (the broker's ratio moved
                   2.3-8x between passes on this machine).
+                  With --design-floor, each pass also runs a second reference: the I/O the
+                  worker's design requires (issue 9: ingest writes frames to an internal
+                  topic, the stage writes a changelog and alerts) in plain aiokafka with
+                  the same core and no Faust, and prints its broker CPU and the worker's
+                  ratio to it: what the broker costs for the design's topics themselves.
   (c) latency     produce-to-alert at steady rates (--rates) of ordinary traffic with probe
                   labels spread in (a wrong check digit: an invalid_tracking alert at once),
                   p50/p99; the floor's is produce-to-consume of the probes by the floor.
@@ -67,8 +72,10 @@ from streams.core import events
 from streams.core.settings import Settings
 from streams.local.broker import free_port
 from streams.runtime import internal_topic
-from streams.runtime.app import detect_frame
+from streams.runtime.app import detect_frame, new_producer
 from streams.runtime.ingest import build_batch
+from streams.runtime.kafka_io import ensure_topics
+from streams.runtime.stream_config import StreamConfig
 from streams.tools.samples import usps_number, wrong_check_digit
 
 PARTITIONS = 4
@@ -212,8 +219,6 @@ def make_producer(bootstrap: str) -> Any:
 
 
 async def create_topics(bootstrap: str, names: list[str]) -> None:
-    from streams.runtime.kafka_io import ensure_topics
-
     await ensure_topics(bootstrap, names, partitions=PARTITIONS)
 
 
@@ -405,6 +410,91 @@ async def run_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int |
             "broker_kinds": per_event_by_kind(threads0, threads1, n)}
 
 
+async def run_design_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int | None,
+                           ) -> dict[str, float]:
+    """The I/O the worker's design requires, in plain aiokafka and nothing else: ingest reads
+    the inputs in batches, writes frames to an internal topic, commits once they are acked;
+    a stage reads the frames, applies the core (detect_frame, a dict for the table), writes
+    the changed states to a compacted changelog and the alerts to an alerts topic, commits.
+    No Faust, no RocksDB, no alert hold: the broker's cost of the design's topics alone.
+    Its producer is the worker's (`new_producer`): with the benchmark's 512 KiB batches a
+    produce request grew past half a G1 region and the broker's GC took 12-16 us/event."""
+    from aiokafka import AIOKafkaConsumer
+
+    config = StreamConfig(bootstrap=bootstrap)
+    settings = Settings()
+    tag = uuid.uuid4().hex[:8]
+    internal, changelog, alerts = (f"design-{tag}.{k}" for k in ("internal", "changelog", "alerts"))
+    await create_topics(bootstrap, [internal, alerts])
+    await ensure_topics(bootstrap, [changelog], partitions=PARTITIONS,
+                        config={"cleanup.policy": "compact"})
+    producer = new_producer(config)  # the worker's: its batches and its request-size cap
+    common = {"bootstrap_servers": bootstrap, "auto_offset_reset": "earliest",
+              "enable_auto_commit": False, "fetch_max_wait_ms": config.fetch_max_wait_ms}
+    inputs = AIOKafkaConsumer(*topics, group_id=f"design-in-{tag}",
+                              max_poll_records=config.max_poll_records, **common)
+    frames = AIOKafkaConsumer(internal, group_id=f"design-stage-{tag}", **common)
+    store: dict[bytes, bytes | None] = {}
+    started: list[float | None] = []
+    applied = 0
+
+    async def ingest() -> None:
+        seen = 0
+        while seen < n:
+            batch = await inputs.getmany(timeout_ms=200, max_records=config.max_poll_records)
+            if not batch:
+                continue
+            if not started:
+                started.extend((time.monotonic(), time.process_time(),
+                                cpu_seconds(broker_pid), broker_threads(broker_pid)))
+            built = build_batch(batch, PARTITIONS, settings.max_message_bytes)
+            acks = [await producer.send(internal, internal_topic.encode_frame(chunk),
+                                        partition=partition)
+                    for partition, entries in built.frames.items()
+                    for chunk in internal_topic.split(entries, config.frame_max_events)]
+            await asyncio.gather(*acks)
+            await inputs.commit()
+            seen += built.records
+
+    async def stage() -> None:
+        nonlocal applied
+        while applied < n:
+            batch = await frames.getmany(timeout_ms=200)
+            acks = []
+            for tp, records in batch.items():
+                for record in records:
+                    result = detect_frame(internal_topic.decode_frame(record.value), store.get,
+                                          settings)
+                    for _, alert in result.alerts:
+                        acks.append(await producer.send(alerts, orjson.dumps(alert),
+                                                        key=alert["alert_id"].encode()))
+                    for key, value in result.states.items():
+                        store[key] = value
+                        acks.append(await producer.send(changelog, value, key=key,
+                                                        partition=tp.partition))
+                    applied += result.events
+            await asyncio.gather(*acks)
+            if batch:
+                await frames.commit()
+
+    await producer.start()
+    await inputs.start()
+    await frames.start()
+    try:
+        await asyncio.gather(ingest(), stage())
+        wall0, cpu0, broker0, threads0 = started
+        seconds, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+        broker1, threads1 = cpu_seconds(broker_pid), broker_threads(broker_pid)
+    finally:
+        await inputs.stop()
+        await frames.stop()
+        await producer.stop()
+    broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
+    return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
+            "broker_us": broker * 1e6 if broker is not None else None,
+            "broker_kinds": per_event_by_kind(threads0, threads1, n)}
+
+
 def poll_interval(started: float | None, start_left: int, left: int) -> float:
     """How long until the next look at the worker's progress (`left` events of the
     `start_left` there were at `started`): 50 ms until it starts and near the end (the end is
@@ -491,7 +581,7 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
 
 
 async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None,
-                  label: str = "") -> tuple[dict[str, Any], Run]:
+                  label: str = "", design_floor: bool = False) -> tuple[dict[str, Any], Run]:
     values = core_bench.workload(labels, 11)
     n = len(values)
     floor_topics = [f"floor-{uuid.uuid4().hex[:8]}.{k}" for k in ("labels", "scans")]
@@ -499,7 +589,14 @@ async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None
     await create_topics(bootstrap, [*floor_topics, run.topics["labels"], run.topics["scans"]])
     await preload(bootstrap, *floor_topics, values)
     await preload(bootstrap, run.topics["labels"], run.topics["scans"], values)
+    design = None
+    if design_floor:
+        design_topics = [f"design-{uuid.uuid4().hex[:8]}.{k}" for k in ("labels", "scans")]
+        await create_topics(bootstrap, design_topics)
+        await preload(bootstrap, *design_topics, values)
     floor = await run_floor(bootstrap, floor_topics, n, broker_pid)
+    if design_floor:
+        design = await run_design_floor(bootstrap, design_topics, n, broker_pid)
     worker = await run_worker_backlog(run, n, broker_pid)
     print(f"(b) backlog of {n:,} events ({PARTITIONS} partitions), one consumer each{label}")
     print(f"    floor (aiokafka getmany + decode): {floor['rate']:>9,.0f} events/s, "
@@ -512,11 +609,21 @@ async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None
     if worker["broker_us"] is not None:
         print(f"    broker CPU for the worker:         {worker['broker_us']:>9.1f} us/event"
               f"{ratio(worker['broker_us'], floor['broker_us'])}")
+    if design is not None:
+        print(f"    design floor (its topics, aiokafka): {design['rate']:>7,.0f} events/s, "
+              f"CPU {design['cpu_us']:.1f} us/event")
+        if design["broker_us"] and worker["broker_us"]:
+            print(f"      broker CPU for the design floor:   {design['broker_us']:>7.1f} us/event"
+                  f"{ratio(design['broker_us'], floor['broker_us'])}; the worker's is "
+                  f"{worker['broker_us'] / design['broker_us']:.2f}x it")
     if worker["broker_kinds"] is not None and floor["broker_kinds"] is not None:
         print("      by broker thread (us/event, worker / floor): " + ", ".join(
             f"{kind} {worker['broker_kinds'][kind]:.1f} / {floor['broker_kinds'][kind]:.1f}"
             for kind in worker["broker_kinds"]))
-    return {"n": n, "floor": floor, "worker": worker}, run
+    if design is not None and design["broker_kinds"] is not None:
+        print("      design floor by broker thread (us/event): " + ", ".join(
+            f"{kind} {value:.1f}" for kind, value in design["broker_kinds"].items()))
+    return {"n": n, "floor": floor, "worker": worker, "design": design}, run
 
 
 def summarise_warm(passes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -540,6 +647,15 @@ def summarise_warm(passes: list[dict[str, Any]]) -> dict[str, Any]:
         form = "{:,.0f}" if key == "rate" else "{:.1f}"
         print(f"    {name + ':':<34} {form.format(worker):>9} {unit} (floor "
               f"{form.format(floor)}): {summary[key]['ratio']:.2f}x the floor "
+              f"({min(ratios):.2f}-{max(ratios):.2f}x)")
+    designs = [(p["worker"]["broker_us"], p["design"]["broker_us"]) for p in passes
+               if p.get("design") and p["design"]["broker_us"] and p["worker"]["broker_us"]]
+    if designs:
+        ratios = [w / d for w, d in designs]
+        summary["design_broker_us"] = statistics.median(d for _, d in designs)
+        design = summary["design_broker_us"]
+        print(f"    broker CPU, design floor:          {design:>9.1f} us/event; the worker's is"
+              f" {statistics.median(ratios):.2f}x it "
               f"({min(ratios):.2f}-{max(ratios):.2f}x)")
     return summary
 
@@ -705,7 +821,8 @@ async def kafka_parts(args: argparse.Namespace, bootstrap: str,
         tmp = Path(tmp_s)
         logs: list[Path] = []
         cold = " (cold broker)" if broker_pid is not None and args.warm else ""
-        results["b"], run = await backlog(bootstrap, tmp, args.labels, broker_pid, cold)
+        results["b"], run = await backlog(bootstrap, tmp, args.labels, broker_pid, cold,
+                                          args.design_floor)
         run.stop()  # closes RocksDB: the state dir is then complete on disk
         logs.append(run.log)
         results["d"] = state_size(run, args.labels)
@@ -720,7 +837,8 @@ async def kafka_parts(args: argparse.Namespace, bootstrap: str,
             for i in range(args.warm_passes):
                 found, warm_run = await backlog(
                     bootstrap, tmp, args.labels, broker_pid,
-                    f" (warm broker: the same again, pass {i + 1} of {args.warm_passes})")
+                    f" (warm broker: the same again, pass {i + 1} of {args.warm_passes})",
+                    args.design_floor)
                 warm_run.stop()
                 logs.append(warm_run.log)
                 warm.append(found)
@@ -761,6 +879,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-passes", type=int, default=3,
                         help="(b) passes on the warm broker, summarised by their medians "
                         "(default 3)")
+    parser.add_argument("--design-floor", action="store_true",
+                        help="(b) also runs the design's topics in plain aiokafka (internal "
+                        "topic, changelog, alerts; no Faust) as a second reference for the "
+                        "broker's CPU")
     parser.add_argument("--keep-logs", default=None, help="copy worker logs to this dir")
     args = parser.parse_args(argv)
     args.labels = args.labels or (4000 if args.quick else 40000)
