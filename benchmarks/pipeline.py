@@ -128,6 +128,30 @@ def per_event_by_kind(before: dict[str, float] | None, after: dict[str, float] |
     return {k: (after[k] - before[k]) / n * 1e6 for k in after}
 
 
+class Window:
+    """One measured interval: wall time, a process's CPU (`cpu()`, seconds so far) and the
+    broker's CPU, in total and by kind of thread, from construction to `figures(n)`."""
+
+    def __init__(self, cpu: Callable[[], float | None], broker_pid: int | None) -> None:
+        self.cpu, self.broker_pid = cpu, broker_pid
+        self.wall0, self.cpu0 = time.monotonic(), cpu()
+        self.broker0, self.threads0 = cpu_seconds(broker_pid), broker_threads(broker_pid)
+
+    def figures(self, n: int) -> dict[str, Any]:
+        """Per event over the interval so far: rate, CPU µs, broker µs (None when unread)."""
+        seconds = time.monotonic() - self.wall0
+        cpu1 = self.cpu()
+        broker1 = cpu_seconds(self.broker_pid)
+        assert cpu1 is not None and self.cpu0 is not None, "the process's CPU could not be read"
+        broker = (broker1 - self.broker0 if self.broker0 is not None and broker1 is not None
+                  else None)
+        return {"rate": n / seconds, "cpu_us": (cpu1 - self.cpu0) / n * 1e6,
+                "broker_us": broker / n * 1e6 if broker is not None else None,
+                "seconds": seconds,
+                "broker_kinds": per_event_by_kind(self.threads0,
+                                                  broker_threads(self.broker_pid), n)}
+
+
 def ratio(value: float | None, floor: float | None) -> str:
     if value is None or not floor:
         return ""
@@ -379,14 +403,12 @@ async def run_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int |
     await consumer.start()
     seen = decoded = 0
     decode, DecodeError = events.decode, events.DecodeError
-    started = cpu0 = broker0 = None
+    window = None
     try:
         while seen < n:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-            if started is None and batch:
-                started, cpu0, broker0 = (time.monotonic(), time.process_time(),
-                                          cpu_seconds(broker_pid))
-                threads0 = broker_threads(broker_pid)
+            if window is None and batch:
+                window = Window(time.process_time, broker_pid)
             for records in batch.values():
                 for record in records:
                     try:
@@ -397,17 +419,11 @@ async def run_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int |
                 seen += len(records)
             if batch:
                 await consumer.commit()
-        assert started is not None and cpu0 is not None
-        seconds = time.monotonic() - started
-        cpu = time.process_time() - cpu0
-        broker1 = cpu_seconds(broker_pid)
-        threads1 = broker_threads(broker_pid)
+        assert window is not None
+        figures = window.figures(n)
     finally:
         await consumer.stop()
-    broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
-    return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
-            "broker_us": broker * 1e6 if broker is not None else None, "decoded": decoded,
-            "broker_kinds": per_event_by_kind(threads0, threads1, n)}
+    return {**figures, "decoded": decoded}
 
 
 async def run_design_floor(bootstrap: str, topics: list[str], n: int, broker_pid: int | None,
@@ -435,7 +451,7 @@ async def run_design_floor(bootstrap: str, topics: list[str], n: int, broker_pid
                               max_poll_records=config.max_poll_records, **common)
     frames = AIOKafkaConsumer(internal, group_id=f"design-stage-{tag}", **common)
     store: dict[bytes, bytes | None] = {}
-    started: list[float | None] = []
+    window: list[Window] = []  # set by ingest's first batch
     applied = 0
 
     async def ingest() -> None:
@@ -444,9 +460,8 @@ async def run_design_floor(bootstrap: str, topics: list[str], n: int, broker_pid
             batch = await inputs.getmany(timeout_ms=200, max_records=config.max_poll_records)
             if not batch:
                 continue
-            if not started:
-                started.extend((time.monotonic(), time.process_time(),
-                                cpu_seconds(broker_pid), broker_threads(broker_pid)))
+            if not window:
+                window.append(Window(time.process_time, broker_pid))
             built = build_batch(batch, PARTITIONS, settings.max_message_bytes)
             acks = [await producer.send(internal, internal_topic.encode_frame(chunk),
                                         partition=partition)
@@ -482,17 +497,11 @@ async def run_design_floor(bootstrap: str, topics: list[str], n: int, broker_pid
     await frames.start()
     try:
         await asyncio.gather(ingest(), stage())
-        wall0, cpu0, broker0, threads0 = started
-        seconds, cpu = time.monotonic() - wall0, time.process_time() - cpu0
-        broker1, threads1 = cpu_seconds(broker_pid), broker_threads(broker_pid)
+        return window[0].figures(n)
     finally:
         await inputs.stop()
         await frames.stop()
         await producer.stop()
-    broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
-    return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
-            "broker_us": broker * 1e6 if broker is not None else None,
-            "broker_kinds": per_event_by_kind(threads0, threads1, n)}
 
 
 def poll_interval(started: float | None, start_left: int, left: int) -> float:
@@ -552,32 +561,24 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
         run.worker.start()
         pid = run.worker.pid
         deadline = time.monotonic() + 600
-        started = cpu0 = broker0 = threads0 = None
+        window = None
         start_left = 0
         while True:
             progress = await worker_progress(http, run)
             committed, events, applied = progress if progress is not None else (0, 0, 0)
-            if committed and started is None:
+            if committed and window is None:
                 # the first commit: what came before is start-up (one batch's work before it
                 # is left out: a slight overstatement of the rate, understatement of CPU)
-                started, cpu0, broker0 = (time.monotonic(), cpu_seconds(pid),
-                                          cpu_seconds(broker_pid))
-                threads0 = broker_threads(broker_pid)
+                window = Window(lambda: cpu_seconds(pid), broker_pid)
                 start_left = n - applied
             if committed >= n and applied >= events:
                 break
             if time.monotonic() > deadline or run.worker.poll() is not None:
                 raise TimeoutError(f"worker did not finish; log {run.log}")
+            started = None if window is None else window.wall0
             await asyncio.sleep(poll_interval(started, start_left, n - applied))
-        assert started is not None
-        seconds = time.monotonic() - started
-        cpu = cpu_seconds(pid) - cpu0  # type: ignore[operator]
-        broker1 = cpu_seconds(broker_pid)
-        threads1 = broker_threads(broker_pid)
-    broker = (broker1 - broker0) / n if broker0 is not None and broker1 is not None else None
-    return {"rate": n / seconds, "cpu_us": cpu / n * 1e6,
-            "broker_us": broker * 1e6 if broker is not None else None, "seconds": seconds,
-            "broker_kinds": per_event_by_kind(threads0, threads1, n)}
+        assert window is not None
+        return window.figures(n)
 
 
 async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None,
