@@ -451,17 +451,18 @@ async def run_design_floor(bootstrap: str, topics: list[str], n: int, broker_pid
                               max_poll_records=config.max_poll_records, **common)
     frames = AIOKafkaConsumer(internal, group_id=f"design-stage-{tag}", **common)
     store: dict[bytes, bytes | None] = {}
-    window: list[Window] = []  # set by ingest's first batch
+    window: Window | None = None  # set by ingest's first batch
     applied = 0
 
     async def ingest() -> None:
+        nonlocal window
         seen = 0
         while seen < n:
             batch = await inputs.getmany(timeout_ms=200, max_records=config.max_poll_records)
             if not batch:
                 continue
-            if not window:
-                window.append(Window(time.process_time, broker_pid))
+            if window is None:
+                window = Window(time.process_time, broker_pid)
             built = build_batch(batch, PARTITIONS, settings.max_message_bytes)
             acks = [await producer.send(internal, internal_topic.encode_frame(chunk),
                                         partition=partition)
@@ -497,7 +498,8 @@ async def run_design_floor(bootstrap: str, topics: list[str], n: int, broker_pid
     await frames.start()
     try:
         await asyncio.gather(ingest(), stage())
-        return window[0].figures(n)
+        assert window is not None
+        return window.figures(n)
     finally:
         await inputs.stop()
         await frames.stop()
@@ -590,14 +592,14 @@ async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None
     await create_topics(bootstrap, [*floor_topics, run.topics["labels"], run.topics["scans"]])
     await preload(bootstrap, *floor_topics, values)
     await preload(bootstrap, run.topics["labels"], run.topics["scans"], values)
-    design = None
+    design_topics = None
     if design_floor:
         design_topics = [f"design-{uuid.uuid4().hex[:8]}.{k}" for k in ("labels", "scans")]
         await create_topics(bootstrap, design_topics)
         await preload(bootstrap, *design_topics, values)
     floor = await run_floor(bootstrap, floor_topics, n, broker_pid)
-    if design_floor:
-        design = await run_design_floor(bootstrap, design_topics, n, broker_pid)
+    design = (None if design_topics is None
+              else await run_design_floor(bootstrap, design_topics, n, broker_pid))
     worker = await run_worker_backlog(run, n, broker_pid)
     print(f"(b) backlog of {n:,} events ({PARTITIONS} partitions), one consumer each{label}")
     print(f"    floor (aiokafka getmany + decode): {floor['rate']:>9,.0f} events/s, "
