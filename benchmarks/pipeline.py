@@ -10,8 +10,9 @@ the broker's much more (see (b)).
 
   (a) core        decode + validate + apply per event on one core, no Kafka, bytes state
                   (benchmarks/core.py's figure), and the same through the runtime's steps
-                  (ingest.build_batch, a frame encoded and decoded, app.detect_frame); the
-                  floor here is the (b) floor's own work without Kafka: decode only.
+                  (ingest.build_batch, a frame encoded and decoded,
+                  detection_stage.detect_frame); the floor here is the (b) floor's own
+                  work without Kafka: decode only.
   (b) backlog     the same preloaded backlog (the workload of benchmarks/core.py, labels and
                   scans) read by the floor in this process, then by one worker subprocess
                   (`tracking-validator worker`): events/s from ingest's first commit to the
@@ -72,10 +73,11 @@ from streams.core import events
 from streams.core.settings import Settings
 from streams.local.broker import free_port
 from streams.runtime import internal_topic
-from streams.runtime.app import detect_frame, new_producer
+from streams.runtime.detection_stage import detect_frame
 from streams.runtime.ingest import build_batch
 from streams.runtime.kafka_io import ensure_topics
 from streams.runtime.stream_config import StreamConfig
+from streams.runtime.topics import new_producer
 from streams.tools.samples import usps_number, wrong_check_digit
 
 PARTITIONS = 4

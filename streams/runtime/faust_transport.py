@@ -20,8 +20,8 @@
    recovery seeks are left alone. A record X that never comes (deleted by retention) is
    given up after `SEEK_GUARD_SECONDS`; the stage's watchdog covers what remains.
 
-`Transport` is installed by `streams.runtime.app` through `App._new_transport`, which also sets the
-guarded topics (`consumer.seek_guard.topics`).
+`Transport` is installed by `streams.runtime.lifecycle` through `App._new_transport`, which
+also sets the guarded topics (`consumer.seek_guard.topics`).
 
 3. A cap on the bytes of one produce request (`cap_request_bytes`, for the worker's own
    aiokafka producer, not Faust's). aiokafka puts the first batch of EVERY ready partition of

@@ -16,7 +16,8 @@ import pytest
 from streams.core import events
 from streams.core.settings import Settings
 from streams.runtime import internal_topic
-from streams.runtime.app import build_app, detect_frame
+from streams.runtime.app import build_app
+from streams.runtime.detection_stage import detect_frame
 from streams.runtime.ingest import build_batch
 from streams.runtime.stream_config import StreamConfig
 from streams.tools.samples import journey, label_purchased, label_voided, spaced

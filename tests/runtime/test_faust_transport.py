@@ -67,7 +67,7 @@ async def test_the_worker_producer_keeps_each_produce_request_under_its_cap(
     carries more (what the cap is for)."""
     import aiokafka.conn
 
-    from streams.runtime.app import new_producer
+    from streams.runtime.topics import new_producer
 
     topic = await create_topic(partitions=8)
     sizes: list[int] = []

@@ -1,0 +1,106 @@
+"""The worker's topics and its producer: which topics it needs with which configs
+(`topic_specs`), their creation before anything subscribes (`declare_topics`), and the one
+producer that ingest and the stages share (`new_producer`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streams.core.outputs import dead_letter_max_bytes
+from streams.runtime.stream_config import StreamConfig
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+def _large_enough(max_bytes: int) -> int:
+    """Bytes a record may need: the largest dead letter (`outputs.dead_letter_max_bytes`:
+    the value and key prefixes in base64, metadata) with room for the record's own key and
+    Kafka's record overhead."""
+    return max(1 << 20, dead_letter_max_bytes(max_bytes) + max_bytes + 65536)
+
+
+def topic_specs(config: StreamConfig) -> dict[str, dict[str, str]]:
+    """Topics the worker needs -> their configs. The internal topic and the changelog are
+    always needed; the input and output topics only when `create_topics` is set."""
+    specs: dict[str, dict[str, str]] = {}
+    if config.create_topics:
+        big = str(_large_enough(config.settings.max_message_bytes))
+        specs[config.labels_topic] = {}
+        specs[config.scans_topic] = {}
+        specs[config.alerts_topic] = {}
+        specs[config.deadletter_topic] = {"max.message.bytes": big}
+    specs[config.internal_topic_name] = {"max.message.bytes": str(8 << 20)}
+    specs[config.changelog_topic] = {"cleanup.policy": "compact"}
+    return specs
+
+
+async def declare_topics(config: StreamConfig) -> list[str]:
+    """Create the missing topics before anything subscribes (a consumer that subscribes to a
+    missing topic is not assigned it until a metadata refresh, minutes later). Refuses to run
+    when the internal topic or changelog has another partition count than `partitions`: the
+    table's partitions follow the internal topic's, so a mismatch would misroute state."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=30000,
+                                **config.kafka.aiokafka_kwargs())
+    await admin.start()
+    try:
+        specs = topic_specs(config)
+        existing = set(await admin.list_topics())
+        for name in (config.internal_topic_name, config.changelog_topic):
+            if name in existing:
+                described = await admin.describe_topics([name])
+                count = len(described[0].get("partitions", [])) if described else 0
+                if count and count != config.partitions:
+                    raise RuntimeError(
+                        f"topic {name} has {count} partitions but the worker is configured "
+                        f"for {config.partitions}: start it with --partitions {count}"
+                    )
+        missing = [name for name in specs if name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        config.partitions,
+                        config.replication,
+                        topic_configs=specs[name],
+                    )
+                    for name in missing
+                ]
+            )
+            for error in response.topic_errors:
+                name, code = error[0], error[1]
+                if code not in (0, TOPIC_ALREADY_EXISTS):  # another worker won the race
+                    raise RuntimeError(f"cannot create topic {name}: error {code} {error[2:]}")
+            log.info("created topics %s", ", ".join(missing))
+        return missing
+    finally:
+        await admin.close()
+
+
+def new_producer(config: StreamConfig) -> Any:
+    """The worker's producer (ingest and stage share it): acks from all in-sync replicas,
+    idempotent, large batches; a record may be as large as a dead letter."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=config.bootstrap,
+        client_id=f"{config.app_id}-producer",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=int(config.producer_linger * 1000),
+        max_batch_size=config.producer_max_batch_size,
+        max_request_size=max(_large_enough(config.settings.max_message_bytes), 8 << 20),
+        # a broker outage shorter than this delays sends instead of failing them
+        request_timeout_ms=int(config.produce_timeout * 1000),
+        **config.kafka.aiokafka_kwargs(),
+    )
+    if config.producer_max_request_bytes > 0:
+        from streams.runtime.faust_transport import cap_request_bytes
+
+        cap_request_bytes(producer, config.producer_max_request_bytes)
+    return producer
