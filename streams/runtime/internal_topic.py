@@ -2,8 +2,9 @@
 
 Ingest (plain aiokafka, `streams.runtime.ingest`) decodes the input records and writes the events of
 one internal partition as ONE record, a frame; the stateful stage
-(`streams.runtime.detection_stage`) reads a frame and applies it in one step. One record per batch instead of per event is what takes the
-per-message cost of Kafka and Faust out of the per-event budget.
+(`streams.runtime.detection_stage`) reads a frame and applies it in one step. One record per
+batch instead of per event is what takes the per-message cost of Kafka and Faust out of the
+per-event budget.
 
 Frame layout, version 1:
 
