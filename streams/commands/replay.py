@@ -202,6 +202,9 @@ def run_on_stream_runtime(args: argparse.Namespace) -> int:
         partitions=args.partitions, replication=args.replication,
         labels_topic=args.labels_topic, scans_topic=args.scans_topic,
         alerts_topic=args.alerts_topic, deadletter_topic=args.dead_letters_topic,
+        # never the live response topics
+        incidents_topic=getattr(args, "incidents_topic", None) or "tracking.incidents.replay",
+        actions_topic=getattr(args, "actions_topic", None) or "tracking.actions.replay",
         replay=True,
         replay_from_ms=None if args.from_time is None else int(args.from_time.timestamp()
                                                                * 1000),
@@ -252,6 +255,7 @@ async def cleanup(kafka: Any, config: Any) -> None:
     try:
         existing = set(await admin.list_topics())
         mine = [t for t in (config.internal_topic_name, config.changelog_topic,
+                            config.response_topic_name, config.response_changelog_topic,
                             f"{config.app_id}-__assignor-__leader") if t in existing]
         if mine:
             await admin.delete_topics(mine)

@@ -17,6 +17,11 @@ at or before `at`:
 - `free_after`, with no activity after `at`: the latest of every holder's last activity and
   the latest accepted-or-later scan, plus the reuse window (null when free or invalid).
 
+The circuit breaker (issue 21): a query may name the label's `channel`; when an incident is
+open for its carrier and channel (`OpenIncidents`, kept from the `tracking.incidents`
+records), `with_incident` adds `incident: {incident_id, started_at, alerts, sellers}` and
+`advice: "hold_label_sales"` to the answer, whatever the number's status.
+
 The request side (`query`, `parse_at`, `parse_check`) turns what a client sent into checked
 values or a `RequestError` with a `code` and a `message`, rendered as
 `400 {"error": {"code", "message"}}`. Codes: `unknown_carrier`, `empty` (the validator's
@@ -145,19 +150,22 @@ class Query:
     carrier: str
     number: str
     validation: Validation
+    channel: str | None = None  # where the label is being sold: asks for the circuit breaker
 
     @property
     def key(self) -> str:
         return f"{self.carrier}:{self.validation.number}"
 
 
-def query(carrier: Any, number: Any, where: str = "") -> Query:
-    """Check one (carrier, number) of a request; `where` names it in errors."""
+def query(carrier: Any, number: Any, where: str = "", channel: Any = None) -> Query:
+    """Check one (carrier, number[, channel]) of a request; `where` names it in errors."""
     at = f" ({where})" if where else ""
     if not isinstance(carrier, str):
         raise RequestError("schema", f"carrier must be a string{at}")
     if not isinstance(number, str):
         raise RequestError("schema", f"number must be a string{at}")
+    if channel is not None and not isinstance(channel, str):
+        raise RequestError("schema", f"channel must be a string{at}")
     code = carrier.strip().lower()
     if code not in carriers():
         raise RequestError("unknown_carrier", f"unknown courier code {_show(carrier)}{at}; "
@@ -165,7 +173,7 @@ def query(carrier: Any, number: Any, where: str = "") -> Query:
     v = validate(number, code)
     if v.reason == "empty":
         raise RequestError("empty", f"empty tracking number{at}")
-    return Query(code, number, v)
+    return Query(code, number, v, channel)
 
 
 # RFC 3339 with an offset, exactly as the event schemas accept timestamps
@@ -209,7 +217,8 @@ def parse_check(body: bytes) -> tuple[list[Query], int | None]:
     for i, item in enumerate(numbers):
         if not isinstance(item, dict):
             raise RequestError("schema", f"numbers[{i}] must be an object {{carrier, number}}")
-        queries.append(query(item.get("carrier"), item.get("number"), f"numbers[{i}]"))
+        queries.append(query(item.get("carrier"), item.get("number"), f"numbers[{i}]",
+                             item.get("channel")))
     at = obj.get("at")
     return queries, None if at is None else parse_at(at)
 
@@ -217,3 +226,60 @@ def parse_check(body: bytes) -> tuple[list[Query], int | None]:
 def _show(value: str, limit: int = 40) -> str:
     """A client's string quoted for an error message, cut short."""
     return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+# ---------------------------------------------------------------- the circuit breaker
+
+HOLD_LABEL_SALES = "hold_label_sales"
+_OPEN = "open"
+
+
+class OpenIncidents:
+    """The open incidents by (carrier, channel), from `tracking.incidents` records in any
+    order: each incident's highest revision counts, and it is open while that one is `open`."""
+
+    def __init__(self) -> None:
+        self._revision: dict[str, int] = {}  # incident_id -> highest revision seen
+        self._open: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self.groups: set[tuple[str, str]] = set()  # every group seen, for the gauges
+
+    def update(self, record: dict[str, Any]) -> bool:
+        """Take one incident revision; False when it is older than one seen (ignored).
+        KeyError/TypeError on a record without the contract's fields."""
+        incident_id, revision = record["incident_id"], int(record["revision"])
+        if self._revision.get(incident_id, 0) >= revision:
+            return False
+        self._revision[incident_id] = revision
+        group = (str(record["carrier"]), str(record["channel"]))
+        self.groups.add(group)
+        open_here = self._open.setdefault(group, {})
+        if record["status"] == _OPEN:
+            open_here[incident_id] = {"incident_id": incident_id,
+                                      "started_at": record["started_at"],
+                                      "alerts": record["alerts"], "sellers": record["sellers"]}
+        else:
+            open_here.pop(incident_id, None)
+        return True
+
+    def find(self, carrier: str, channel: str) -> dict[str, Any] | None:
+        """The open incident of the group (the latest started if several), or None."""
+        found = self._open.get((carrier, channel))
+        if not found:
+            return None
+        return max(found.values(), key=lambda i: (i["started_at"], i["incident_id"]))
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Open incidents per group, 0 for a group whose incidents all closed."""
+        return {g: len(self._open.get(g, ())) for g in self.groups}
+
+
+def with_incident(answer: dict[str, Any], incidents: OpenIncidents | None,
+                  q: Query) -> dict[str, Any]:
+    """`answer` with the circuit breaker's `incident` and `advice` when `q` names a channel
+    with an open incident of its carrier; else `answer` as it is."""
+    if q.channel is None or incidents is None:
+        return answer
+    incident = incidents.find(q.carrier, q.channel)
+    if incident is None:
+        return answer
+    return {**answer, "incident": dict(incident), "advice": HOLD_LABEL_SALES}

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 HOLDABLE = frozenset({detection.DUPLICATE_TRACKING, detection.DESTINATION_MISMATCH,
                       detection.VOIDED_LABEL_SCANNED})
 RETRACTED = detection.RETRACTED
+# keys of the records on the response stage's input: an alert revision (the JSON published
+# on the alerts topic) or a watermark (epoch seconds, ASCII)
+FORWARD_ALERT = b"alert"
+FORWARD_WATERMARK = b"watermark"
 TABLE_ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2,
                          "block_cache_size": 8 << 20}
 
@@ -139,14 +143,16 @@ class Pending:
     """A frame applied but not yet durable: its alerts are in flight, its states are in the
     overlay; the writer makes it durable and then acks its Faust event."""
 
-    __slots__ = ("alerts", "due", "event", "events", "futures", "held", "partition", "states")
+    __slots__ = ("alerts", "due", "event", "events", "futures", "held", "partition", "states",
+                 "watermark")
 
     def __init__(self, partition: int, states: dict[bytes, bytes | None],
                  alerts: list[tuple[int, dict[str, Any]]], futures: list[asyncio.Future[Any]],
                  event: Any, events: int, held: list[tuple[int, dict[str, Any]]] | None = None,
-                 due: float = 0.0) -> None:
+                 due: float = 0.0, watermark: int = 0) -> None:
         self.held = held or []  # alerts held back until `due` (monotonic), then published
         self.due = due
+        self.watermark = watermark  # the greatest event time of the frame's events
         self.partition = partition
         self.states = states
         self.alerts = alerts  # (input record timestamp ms, alert)
@@ -170,6 +176,11 @@ class Stage:
         self.table = table
         self.producer: Any = None
         self.ack: Callable[[Any], Any] | None = None  # the agent's stream.ack
+        self.changelog_topic = config.changelog_topic
+        # the response stage's input (streams.runtime.response_stage): every alert revision
+        # published goes there too, and the watermark once the frames behind it are durable
+        self.forward_topic: str | None = config.response_topic_name if config.response else None
+        self.forwarded_watermark = 0
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.metrics: Metrics | None = None
         self.overlay: dict[bytes, bytes | None] = {}
@@ -201,6 +212,7 @@ class Stage:
             return overlay[key] if key in overlay else stored(key)
 
         result = detect_frame(entries, get, c.settings)
+        watermark = max(event.event_ts for _, event in entries) if entries else 0
         now_alerts, held = result.alerts, []
         if c.alert_hold > 0:
             now_alerts, held = [], []
@@ -211,15 +223,35 @@ class Stage:
                     self.latest_held[alert["alert_id"]] = alert["revision"]
                 else:
                     now_alerts.append(item)
-        futures = [await self._publish(alert) for _, alert in now_alerts]
+        futures: list[asyncio.Future[Any]] = []
+        for _, alert in now_alerts:
+            await self._publish(alert, futures)
         overlay.update(result.states)
         await self.queue.put(Pending(partition, result.states, now_alerts, futures, event,
-                                     result.events, held, time.monotonic() + c.alert_hold))
+                                     result.events, held, time.monotonic() + c.alert_hold,
+                                     watermark))
 
-    async def _publish(self, alert: dict[str, Any]) -> asyncio.Future[Any]:
+    async def _publish(self, alert: dict[str, Any], futures: list[asyncio.Future[Any]],
+                       ) -> None:
+        """Send an alert revision (and its copy to the response stage); their deliveries are
+        appended to `futures`."""
         stamped = stamp_alert(alert)
-        return await self.producer.send(self.config.alerts_topic, dumps(stamped),
-                                        key=stamped["tracking_number"].encode())
+        value = dumps(stamped)
+        futures.append(await self.producer.send(self.config.alerts_topic, value,
+                                                key=stamped["tracking_number"].encode()))
+        if self.forward_topic is not None:
+            futures.append(await self.producer.send(self.forward_topic, value,
+                                                    key=FORWARD_ALERT, partition=0))
+
+    async def _forward_watermark(self, batch: list[Pending]) -> asyncio.Future[Any] | None:
+        """The greatest event time of the frames about to be durable, to the response stage,
+        after their alerts (same partition: it reads them first)."""
+        watermark = max(p.watermark for p in batch)
+        if self.forward_topic is None or watermark <= self.forwarded_watermark:
+            return None
+        self.forwarded_watermark = watermark
+        return await self.producer.send(self.forward_topic, str(watermark).encode(),
+                                        key=FORWARD_WATERMARK, partition=0)
 
     async def _release(self, pending: Pending) -> None:
         """Publish a frame's held alerts, now due, but those a later revision of the same
@@ -236,7 +268,7 @@ class Stage:
                 self.unpublished.discard(alert_id)
                 continue  # never published: nothing to retract
             self.unpublished.discard(alert_id)
-            pending.futures.append(await self._publish(alert))
+            await self._publish(alert, pending.futures)
             pending.alerts.append(item)
 
     async def _write_loop(self) -> None:
@@ -260,15 +292,13 @@ class Stage:
                     await asyncio.sleep(wait)
                 await self._release(p)
         futures = [f for p in batch for f in p.futures]
+        watermark = await self._forward_watermark(batch)
+        if watermark is not None:
+            futures.append(watermark)
         if futures:
             # acknowledged before the state that marks their events as seen is written
             await asyncio.gather(*futures)
-            self.alerts += len(futures)
-            if self.metrics is not None:
-                acked = time.time()
-                for p in batch:
-                    for ts, alert in p.alerts:
-                        self.metrics.count_alert(alert, ts, acked)
+            self._published(batch)
         merged: dict[int, dict[bytes, bytes | None]] = {}
         for p in batch:  # later frames overwrite earlier ones: the last state of a key wins
             if p.states:
@@ -276,7 +306,7 @@ class Stage:
         if merged:
             from faust.types import TP
 
-            topic = self.config.changelog_topic
+            topic = self.changelog_topic
             partitions = list(merged)
             offsets = await asyncio.gather(*(self._changelog(part, merged[part])
                                              for part in partitions))
@@ -291,9 +321,22 @@ class Stage:
             if p.event is not None and self.ack is not None:
                 await self.ack(p.event)
             self.frames += 1
-            self.events += p.events
-            if self.metrics is not None:
-                self.metrics.stage_events.inc(p.events)
+            self._durable(p)
+
+    def _published(self, batch: list[Pending]) -> None:
+        """A batch's outputs are acknowledged: count them."""
+        self.alerts += sum(len(p.alerts) for p in batch)
+        if self.metrics is not None:
+            acked = time.time()
+            for p in batch:
+                for ts, alert in p.alerts:
+                    self.metrics.count_alert(alert, ts, acked)
+
+    def _durable(self, p: Pending) -> None:
+        """A frame is durable and acked: count its events."""
+        self.events += p.events
+        if self.metrics is not None:
+            self.metrics.stage_events.inc(p.events)
 
     async def drain(self) -> None:
         """Until every frame processed so far is durable (tests, shutdown)."""
@@ -310,7 +353,7 @@ class Stage:
     async def _changelog(self, partition: int, states: dict[bytes, bytes | None]) -> int:
         """Send the states to the table's changelog, batched; the last offset once acked."""
         producer = self.producer
-        topic = self.config.changelog_topic
+        topic = self.changelog_topic
         now = int(time.time() * 1000)
         futures = []
         counts = []

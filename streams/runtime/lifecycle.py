@@ -43,6 +43,9 @@ class Lifecycle:
             "replay_progress": None}
         self.watchdog = Watchdog(config.stall_seconds)
         self.stages: list[Any] = []  # each has .producer, .last_work, drain(), stop()
+        # input topic -> the stage reading it (the watchdog's and the seek guard's topics)
+        self.stage_topics: dict[str, Any] = {}
+        self.services: list[Any] = []  # started once Faust runs, stopped first: start(), stop()
         self.app: Any = None
 
     def new_app(self) -> faust.App:
@@ -60,7 +63,7 @@ class Lifecycle:
             async def on_start(self) -> None:
                 await super().on_start()
                 # the seek-race guard of faust_transport, for the stream partitions only
-                self.consumer.seek_guard.topics = frozenset({config.internal_topic_name})
+                self.consumer.seek_guard.topics = frozenset(life.stage_topics)
                 first = life.stages[0]
                 if first.producer is None and config.store != "memory://":
                     first.producer = new_producer(config)
@@ -80,11 +83,15 @@ class Lifecycle:
                     runtime["watchdog_task"] = asyncio.ensure_future(life.watch())
                 if config.replay and runtime["replay_task"] is None:
                     runtime["replay_task"] = asyncio.ensure_future(life.until_replayed())
+                for service in life.services:
+                    await service.start()
 
             async def on_stop(self) -> None:
                 for name in ("watchdog_task", "replay_task"):
                     if runtime[name] is not None:
                         runtime[name].cancel()
+                for service in life.services:
+                    await service.stop()
                 ingest, task = runtime["ingest"], runtime["ingest_task"]
                 if ingest is not None:
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -155,7 +162,7 @@ class Lifecycle:
     # ------------------------------------------------------------ the stall watchdog
 
     async def watch(self) -> None:
-        """The stall watchdog (streams.runtime.watchdog) over the internal topic's partitions."""
+        """The stall watchdog (streams.runtime.watchdog) over the stages' input partitions."""
         period = max(0.5, min(5.0, self.config.stall_seconds / 3))
         while True:
             await asyncio.sleep(period)
@@ -169,12 +176,13 @@ class Lifecycle:
     async def check_stalls(self) -> None:
         config, watchdog = self.config, self.watchdog
         consumer = self.app.consumer
-        mine = {tp for tp in consumer.assignment() if tp.topic == config.internal_topic_name}
+        stages = self.stage_topics
+        mine = {tp for tp in consumer.assignment() if tp.topic in stages}
         watchdog.forget(mine)
         now = time.monotonic()
-        last_work = self.stages[0].last_work
         for tp in sorted(mine):
             committed = consumer._committed_offset.get(tp)
+            last_work = stages[tp.topic].last_work
             if not watchdog.observe(tp, committed, consumer.highwater(tp),
                                     last_work.get(tp.partition), now):
                 continue
@@ -190,8 +198,8 @@ class Lifecycle:
     async def until_replayed(self) -> None:
         """Replay mode: stop this worker once the whole group is done: every input partition
         committed by ingest up to its end (seen at start), then every internal partition
-        committed by the stage up to the internal topic's end. `replay_progress(done, total)`
-        is called on the way (input records)."""
+        (and the response topic's) committed by its stage up to its end.
+        `replay_progress(done, total)` is called on the way (input records)."""
         from aiokafka import AIOKafkaConsumer
 
         from streams.runtime.kafka_io import make_admin
@@ -245,6 +253,8 @@ class Lifecycle:
             return False
         internal = [TopicPartition(config.internal_topic_name, p)
                     for p in range(config.partitions)]
+        if config.response:  # and the response stage done with what detection sent it
+            internal.append(TopicPartition(config.response_topic_name, 0))
         ends = await probe.end_offsets(internal)
         done_stage = await admin.list_consumer_group_offsets(config.app_id)
         return all(

@@ -15,6 +15,11 @@ at the consumers or the table (lag, table keys, stalled partitions) are refreshe
     tracking_validator_event_to_alert_seconds          input record timestamp -> alert acked
     tracking_validator_table_keys                      tracking keys in this worker's table
     tracking_validator_stalled_partitions              partitions the watchdog saw stalled
+    tracking_validator_incidents_open{carrier,channel} open incidents, from this worker's copy
+                                                       of tracking.incidents (every worker
+                                                       reports the same: aggregate with max)
+    tracking_validator_actions_total{action,status}    action revisions published (due |
+                                                       cancelled), by the response stage
 
 `/health` is 200 while the process serves; `/ready` is 200 only when the worker has
 partitions assigned, its table is recovered and no partition is stalled, else 503 with a
@@ -63,6 +68,13 @@ class Metrics:
                                 registry=r)
         self.stalled = Gauge("tracking_validator_stalled_partitions",
                              "Partitions the watchdog found stalled", registry=r)
+        self.incidents_open = Gauge(
+            "tracking_validator_incidents_open",
+            "Open incidents by carrier and channel (this worker's copy of tracking.incidents)",
+            ["carrier", "channel"], registry=r)
+        self.actions = Counter("tracking_validator_actions",
+                               "Action revisions published by the response stage",
+                               ["action", "status"], registry=r)
         self._lag_labels: set[tuple[str, str]] = set()
 
     def count_alert(self, alert: dict[str, Any], input_ts_ms: int, acked_s: float) -> None:
@@ -84,6 +96,11 @@ class Metrics:
         for key in self._lag_labels - seen:
             self.lag.remove(*key)
         self._lag_labels = seen
+
+    def set_incidents_open(self, counts: dict[tuple[str, str], int]) -> None:
+        """Open incidents per (carrier, channel); a group seen before and now closed shows 0."""
+        for (carrier, channel), n in counts.items():
+            self.incidents_open.labels(carrier, channel).set(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -42,6 +42,11 @@ class StreamConfig:
     scans_topic: str = "scans"
     alerts_topic: str = "tracking.alerts"
     deadletter_topic: str = "tracking.deadletter"
+    incidents_topic: str = "tracking.incidents"
+    actions_topic: str = "tracking.actions"
+    # the response stage (incidents and actions from the alerts, streams.runtime.response_stage);
+    # False: alerts only (benchmarks measure the stage's cost against it)
+    response: bool = True
     internal_topic: str = ""  # "" -> "<app_id>-tracking-events"
     create_topics: bool = True  # declare input/output topics at start when missing
     store: str = "rocksdb://"
@@ -116,6 +121,19 @@ class StreamConfig:
         return f"{self.app_id}-{self.table_name}-changelog"
 
     @property
+    def response_topic_name(self) -> str:
+        """The response stage's input, one partition: alert revisions and watermarks."""
+        return f"{self.app_id}-response"
+
+    @property
+    def response_table_name(self) -> str:
+        return "response-state"
+
+    @property
+    def response_changelog_topic(self) -> str:
+        return f"{self.app_id}-{self.response_table_name}-changelog"
+
+    @property
     def broker_url(self) -> str:
         return ";".join(f"kafka://{s.strip()}" for s in self.bootstrap.split(",") if s.strip())
 
@@ -168,7 +186,7 @@ def _parse(name: str, raw: str) -> Any:
         return int(raw)
     if name in _FLOAT_FIELDS:
         return float(raw)
-    if name in ("create_topics", "ingest", "replay"):
+    if name in ("create_topics", "ingest", "replay", "response"):
         return raw.strip().lower() not in {"0", "false", "no", "off"}
     if name == "state_dir":
         return Path(raw)

@@ -32,9 +32,24 @@ def topic_specs(config: StreamConfig) -> dict[str, dict[str, str]]:
         specs[config.scans_topic] = {}
         specs[config.alerts_topic] = {}
         specs[config.deadletter_topic] = {"max.message.bytes": big}
+        if config.response:
+            specs[config.incidents_topic] = {}
+            specs[config.actions_topic] = {}
     specs[config.internal_topic_name] = {"max.message.bytes": str(8 << 20)}
     specs[config.changelog_topic] = {"cleanup.policy": "compact"}
+    if config.response:
+        specs[config.response_topic_name] = {}
+        specs[config.response_changelog_topic] = {"cleanup.policy": "compact"}
     return specs
+
+
+def topic_partitions(config: StreamConfig, name: str) -> int:
+    """Partitions of a topic the worker creates: the response stage's topics have one (the
+    whole response is one sequence: streams.runtime.response_stage), the others `partitions`."""
+    if config.response and name in (config.response_topic_name,
+                                    config.response_changelog_topic):
+        return 1
+    return config.partitions
 
 
 async def declare_topics(config: StreamConfig) -> list[str]:
@@ -59,13 +74,19 @@ async def declare_topics(config: StreamConfig) -> list[str]:
                         f"topic {name} has {count} partitions but the worker is configured "
                         f"for {config.partitions}: start it with --partitions {count}"
                     )
+        if config.response and config.response_topic_name in existing:
+            described = await admin.describe_topics([config.response_topic_name])
+            count = len(described[0].get("partitions", [])) if described else 0
+            if count > 1:
+                raise RuntimeError(f"topic {config.response_topic_name} has {count} "
+                                   "partitions: the response stage needs exactly one")
         missing = [name for name in specs if name not in existing]
         if missing:
             response = await admin.create_topics(
                 [
                     NewTopic(
                         name,
-                        config.partitions,
+                        topic_partitions(config, name),
                         config.replication,
                         topic_configs=specs[name],
                     )

@@ -1,9 +1,9 @@
 """The lookup API on the worker's Faust web server (contract, "Lookup API").
 
-    web_api.register(app, table, config)    # once, in build_app, before the worker starts
+    web_api.register(app, table, config, incidents)   # once, in build_app
 
-    GET  /v1/tracking/{carrier}/{number}?at=TIMESTAMP   one number (any printed form)
-    POST /v1/tracking/check   {"numbers": [{"carrier", "number"}, ...], "at": ...}  <= 1,000
+    GET  /v1/tracking/{carrier}/{number}?at=TIMESTAMP&channel=CHANNEL   one number
+    POST /v1/tracking/check   {"numbers": [{"carrier", "number", "channel"?}, ...], "at": ...}
 
 Each number is answered from the stored state (`streams.core.lookup.status` over the table's
 `TrackingState`) by the worker that owns its key's partition: the key `carrier:canonical`
@@ -14,6 +14,10 @@ is forwarded there (GET as is; POST split by owner, the parts sent concurrently,
 put back in the original order, all at one `at`). A forwarded request carries the header
 `X-Tracking-Validator-Forwarded` and is never forwarded again: a worker that does not own a
 number any more (a rebalance in between) answers 503 and the client retries.
+
+The circuit breaker (a `channel` with an open incident of the number's carrier: `incident`
+and `advice` added) comes from the worker's own copy of the open incidents
+(`streams.runtime.incidents_view`): the owner adds it to the numbers it answers.
 
 Access: when TRACKING_VALIDATOR_API_TOKEN is set, every request to the web server (these
 routes and Faust's own) but the probes and the scrape (`/health`, `/ready`, `/metrics`)
@@ -65,7 +69,8 @@ class Unavailable(Exception):
     """The answer cannot be given right now (503): no owner known, recovering, unreachable."""
 
 
-def register(app: faust.App, table: Any, config: StreamConfig) -> None:
+def register(app: faust.App, table: Any, config: StreamConfig,
+             incidents: lookup.OpenIncidents | None = None) -> None:
     """Serve the lookup API on `app`'s web server (a no-op when it has none)."""
     if config.web_port <= 0:
         return
@@ -74,7 +79,7 @@ def register(app: faust.App, table: Any, config: StreamConfig) -> None:
         app.conf.web_host = host
         app.conf.web_bind = host
         app.conf.canonical_url = f"http://{host}:{config.web_port}"
-    api = LookupApi(app, table, config, os.environ.get(TOKEN_ENV) or None)
+    api = LookupApi(app, table, config, os.environ.get(TOKEN_ENV) or None, incidents)
     web_app = app.web.web_app  # the aiohttp Application of Faust's web driver
     web_app.middlewares.append(api.middleware)
     web_app.router.add_get(GET_PATH, api.get_one)
@@ -98,10 +103,11 @@ def _json(value: Any) -> web.Response:
 
 class LookupApi:
     def __init__(self, app: faust.App, table: Any, config: StreamConfig,
-                 token: str | None) -> None:
+                 token: str | None, incidents: lookup.OpenIncidents | None = None) -> None:
         from aiohttp import web
 
         self.app = app
+        self.incidents = incidents
         self.table = table
         self.settings = config.settings
         self.partitions = config.partitions
@@ -139,7 +145,7 @@ class LookupApi:
 
     async def get_one(self, request: web.Request) -> web.StreamResponse:
         carrier, number = _raw_segments(request.raw_path)
-        q = lookup.query(carrier, number)
+        q = lookup.query(carrier, number, channel=request.query.get("channel"))
         text = request.query.get("at")
         at_ts = _now() if text is None else lookup.parse_at(text)
         key = q.key.encode()
@@ -192,7 +198,8 @@ class LookupApi:
                 ) -> dict[str, Any]:
         stored = self._stored(key, partition)
         state = None if stored is None else TrackingState.from_bytes(stored)
-        return lookup.status(state, q.carrier, q.number, at_ts, self.settings, q.validation)
+        answer = lookup.status(state, q.carrier, q.number, at_ts, self.settings, q.validation)
+        return lookup.with_incident(answer, self.incidents, q)
 
     def _stored(self, key: bytes, partition: int) -> bytes | None:
         """The table's value of `key` (raw serializers: the bytes as stored). Faust's RocksDB
@@ -273,8 +280,7 @@ class LookupApi:
                              request: web.Request) -> list[Any]:
         from aiohttp import ClientError
 
-        body = orjson.dumps({"numbers": [{"carrier": q.carrier, "number": q.number}
-                                         for q in queries], "at": rfc3339(at_ts)})
+        body = orjson.dumps({"numbers": [_asked(q) for q in queries], "at": rfc3339(at_ts)})
         try:
             async with self._client().post(owner + CHECK_PATH, data=body,
                                            headers=self._headers(request)) as response:
@@ -293,6 +299,14 @@ class LookupApi:
     async def close(self, _web_app: Any = None) -> None:
         if self.session is not None:
             await self.session.close()
+
+
+def _asked(q: lookup.Query) -> dict[str, str]:
+    """A number as forwarded to its owner (with its channel: the owner adds the incident)."""
+    item = {"carrier": q.carrier, "number": q.number}
+    if q.channel is not None:
+        item["channel"] = q.channel
+    return item
 
 
 def _now() -> int:

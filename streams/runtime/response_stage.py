@@ -1,0 +1,169 @@
+"""The response stage: incidents and per-order actions from the alerts (contract, "Incidents
+and actions"), published on `tracking.incidents` (key `carrier:channel`) and
+`tracking.actions` (key `order_id`) with revisions.
+
+    detection stage ──alert revisions, watermarks──> <app_id>-response ──> tracking.incidents
+                                                     (ONE partition)   └─> tracking.actions
+
+The rules are the core's (`streams.core.response.step`, a function of the highest alert
+revisions and the watermark, so any arrival order gives the same final records); this module
+only feeds them and keeps their state. Its input is one partition of an internal topic: the
+detection stage sends there every alert revision it publishes (the same JSON as on the alerts
+topic) and, once a batch of frames is durable, the greatest event time of their events (the
+watermark, never the wall clock). Alerts are rare next to events, so one partition, one
+worker at a time, is enough and makes the response one sequence. Its state (per group, per
+order, the watermark) is a Faust RocksDB table of one partition with its changelog.
+
+Delivery is at least once, as for the alerts (the detection stage's machinery, `Stage`): per
+input record the incident and action revisions are produced and acknowledged, then the new
+states go to the changelog, then RocksDB, then the record is acked. A crash before the state
+is written repeats the record: `step` then numbers the same revisions again (same id, same
+revision), and a repeat after it publishes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import orjson
+
+from streams.core import response
+from streams.core.outputs import dumps, stamp_alert
+from streams.runtime.detection_stage import (
+    FORWARD_ALERT,
+    FORWARD_WATERMARK,
+    TABLE_ROCKSDB_OPTIONS,
+    Pending,
+    Stage,
+    _Partition,
+)
+from streams.runtime.metrics import Metrics
+from streams.runtime.stream_config import StreamConfig
+
+if TYPE_CHECKING:
+    import faust
+
+log = logging.getLogger(__name__)
+
+
+def decode_item(key: bytes | None, value: bytes) -> Any:
+    """A record of the response topic as `step`'s item: an alert dict or a watermark."""
+    if key == FORWARD_WATERMARK:
+        return response.Watermark(int(value))
+    if key == FORWARD_ALERT:
+        alert = orjson.loads(value)
+        if not isinstance(alert, dict):
+            raise ValueError("an alert record that is not a JSON object")
+        return alert
+    raise ValueError(f"unknown record key {key!r}")
+
+
+class ResponseStage(Stage):
+    """`Stage`'s group commit (outputs acked, changelog, RocksDB, then the Faust ack) over
+    `response.step` instead of a frame of events."""
+
+    def __init__(self, app: Any, config: StreamConfig, table: Any) -> None:
+        super().__init__(app, config, table)
+        self.changelog_topic = config.response_changelog_topic
+        self.forward_topic = None
+        self.queue = asyncio.Queue(maxsize=config.stage_max_pending)
+        self.incidents = 0  # incident revisions published (acknowledged)
+        self.actions = 0  # action revisions published (acknowledged)
+        self.bad = 0  # records skipped as unreadable
+
+    async def apply(self, key: bytes | None, value: bytes, event: Any = None) -> None:
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_loop())
+        self.last_work[0] = time.monotonic()
+        try:
+            item = decode_item(key, value)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            # the stage's own topic: a record it cannot read is a bug of a writer; skipping
+            # it (logged) keeps the response going instead of stopping every worker on it
+            self.bad += 1
+            log.error("response stage: record skipped, %s: %r", exc, value[:200])
+            await self.queue.put(Pending(0, {}, [], [], event, 0))
+            return
+        overlay = self.overlay
+        stored = _Partition(self.table, 0).get
+
+        def get(name: str) -> bytes | None:
+            k = name.encode()
+            return overlay[k] if k in overlay else stored(k)
+
+        result = response.step(get, item, self.config.settings)
+        c = self.config
+        futures: list[asyncio.Future[Any]] = []
+        published: list[tuple[int, dict[str, Any]]] = []
+        for incident in result.incidents:
+            stamped = stamp_alert(incident)
+            futures.append(await self.producer.send(
+                c.incidents_topic, dumps(stamped),
+                key=f"{stamped['carrier']}:{stamped['channel']}".encode()))
+            published.append((0, stamped))
+        for action in result.actions:
+            stamped = stamp_alert(action)
+            futures.append(await self.producer.send(
+                c.actions_topic, dumps(stamped), key=stamped["order_id"].encode()))
+            published.append((0, stamped))
+        states = {k.encode(): v for k, v in result.states.items()}
+        overlay.update(states)
+        await self.queue.put(Pending(0, states, published, futures, event, 1))
+
+    def _published(self, batch: list[Pending]) -> None:
+        for p in batch:
+            for _, record in p.alerts:
+                if "action_id" in record:
+                    self.actions += 1
+                    if self.metrics is not None:
+                        self.metrics.actions.labels(record["action"], record["status"]).inc()
+                else:
+                    self.incidents += 1
+
+    def _durable(self, p: Pending) -> None:
+        self.events += p.events
+
+
+class ResponseParts(NamedTuple):
+    topic: Any
+    table: Any
+    agent: Any
+    stage: ResponseStage
+
+
+def attach(app: faust.App, config: StreamConfig, metrics: Metrics,
+           fatal: Callable[[BaseException], None]) -> ResponseParts:
+    """Declare the response topic, its table and its agent on `app`."""
+    topic = app.topic(config.response_topic_name, key_type=bytes, value_type=bytes,
+                      partitions=1, replicas=config.replication)
+    table = app.Table(config.response_table_name, key_type=bytes, value_type=bytes,
+                      partitions=1, options=TABLE_ROCKSDB_OPTIONS)
+    stage = ResponseStage(app, config, table)
+    stage.on_fatal = fatal
+    stage.metrics = metrics
+
+    @app.on_partitions_revoked.connect
+    async def _drain_before_revoke(app: Any, revoked: Any, **kwargs: Any) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stage.drain(), timeout=config.session_timeout / 2)
+
+    @app.agent(topic, name="respond", concurrency=1)
+    async def respond(stream: faust.StreamT) -> None:
+        manual = stream.noack()  # acked by the writer once durable
+        stage.ack = manual.ack
+        async for event in manual.events():
+            msg = event.message
+            try:
+                await stage.apply(msg.key, msg.value, event)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                fatal(exc)
+                raise
+
+    return ResponseParts(topic, table, respond, stage)
