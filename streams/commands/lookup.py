@@ -7,13 +7,18 @@ identified from the number's shape (check's order). They go to any worker of the
 contract's answer with `input` (the number as given) first:
     {"input", "tracking_number", "carrier", "valid", "reason", "status", "holders",
      "last_scan", "free_after"}
+With --channel (where the labels are being sold, e.g. buy_shipping) the workers' circuit
+breaker is asked too: when an incident is open for the number's carrier and that channel,
+the line adds `"incident": {incident_id, started_at, alerts, sellers}` and
+`"advice": "hold_label_sales"`, whatever the number's status.
 A number that cannot be asked (no carrier identified, an unknown CARRIER field, an empty
 number) is answered here: status `invalid`, with the validator's reason.
 
-Exit status: 0 when every number is free (or there were none), 1 when any is not free
-(held, recently_used, invalid), 2 on a usage error or when the API cannot be reached or
-refuses the request (one line on stderr). The bearer token, when the workers need one, comes
-from TRACKING_VALIDATOR_API_TOKEN.
+Exit status: 0 when every number is free (or there were none) and no answer advises holding
+label sales, 1 when any is not free (held, recently_used, invalid) or any answer carries
+`advice` (an open incident of its carrier and channel), 2 on a usage error or when the API
+cannot be reached or refuses the request (one line on stderr). The bearer token, when the
+workers need one, comes from TRACKING_VALIDATOR_API_TOKEN.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import orjson
 
 from streams.commands.check import input_items
 from streams.core.carriers import CARRIER_ORDER
-from streams.core.lookup import MAX_NUMBERS, RequestError, parse_at, query
+from streams.core.lookup import HOLD_LABEL_SALES, MAX_NUMBERS, RequestError, parse_at, query
 from streams.core.validation import classify
 
 URL_ENV = "TRACKING_VALIDATOR_LOOKUP_URL"
@@ -60,6 +65,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--at", metavar="TIME",
         help="the time to answer for, RFC 3339 with an offset (default: now)")
+    parser.add_argument(
+        "--channel", metavar="CHANNEL",
+        help="the channel the labels are sold through (e.g. buy_shipping): also ask whether "
+        "an incident is open for the carrier and channel (exit 1 if so)")
 
 
 def _local(number: str, carrier: str | None, reason: str) -> dict[str, Any]:
@@ -114,7 +123,7 @@ def _message(exc: urllib.error.HTTPError) -> str:
 
 
 def _answers(items: Iterable[tuple[str, str | None]], client: Client,
-             ) -> Iterator[tuple[str, dict[str, Any]]]:
+             channel: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(input, answer) per item, in order; asked in batches of MAX_NUMBERS."""
     it = iter(items)
     while batch := list(islice(it, MAX_NUMBERS)):
@@ -132,7 +141,10 @@ def _answers(items: Iterable[tuple[str, str | None]], client: Client,
                 answers.append(_local(number, carrier.strip().lower(), exc.code))
                 continue
             answers.append(None)
-            asked.append({"carrier": q.carrier, "number": number})
+            item = {"carrier": q.carrier, "number": number}
+            if channel is not None:
+                item["channel"] = channel
+            asked.append(item)
         remote = iter(client.check(asked) if asked else [])
         for (number, _), answer in zip(batch, answers, strict=True):
             yield number, answer if answer is not None else next(remote)
@@ -156,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     status = 0
     try:
-        for number, answer in _answers(items, client):
-            if answer["status"] != "free":
+        for number, answer in _answers(items, client, args.channel):
+            if answer["status"] != "free" or answer.get("advice") == HOLD_LABEL_SALES:
                 status = 1
             out.write(orjson.dumps({"input": number, **answer}).decode() + "\n")
     except Failure as exc:

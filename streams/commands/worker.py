@@ -63,6 +63,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     opt("--scans-topic", "scans_topic", "input topic of carrier scans")
     opt("--alerts-topic", "alerts_topic", "output topic of alerts")
     opt("--deadletter-topic", "deadletter_topic", "output topic of unprocessable input")
+    opt("--incidents-topic", "incidents_topic", "output topic of incidents (key carrier:channel)")
+    opt("--actions-topic", "actions_topic", "output topic of per-order actions (key order_id)")
+    add("--no-response", dest="response", action="store_const", const=False, default=None,
+        help="no response stage: alerts only, no incidents or actions "
+        f"(env {_env('response')}=0)")
     opt("--internal-topic", "internal_topic",
         "re-keyed internal topic (default <app-id>-tracking-events)")
     opt("--commit-interval", "commit_interval", "seconds between offset commits", type=float)

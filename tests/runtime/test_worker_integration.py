@@ -58,10 +58,19 @@ class Pipeline:
     log: Path
     worker: WorkerProcess | None = None
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None  # the worker's environment (None: this process's)
 
     @property
     def internal_topic(self) -> str:
         return f"{self.app_id}-tracking-events"
+
+    @property
+    def response(self) -> bool:
+        return "--no-response" not in self.extra_args
+
+    @property
+    def response_topic(self) -> str:
+        return f"{self.app_id}-response"
 
     def worker_args(self) -> list[str]:
         return [
@@ -73,6 +82,8 @@ class Pipeline:
             "--scans-topic", self.topics["scans"],
             "--alerts-topic", self.topics["alerts"],
             "--deadletter-topic", self.topics["deadletter"],
+            "--incidents-topic", self.topics["incidents"],
+            "--actions-topic", self.topics["actions"],
             "--commit-interval", "0.2",
             "--session-timeout", "6",
             "--loglevel", "info",
@@ -80,7 +91,7 @@ class Pipeline:
         ]
 
     def start(self) -> WorkerProcess:
-        self.worker = WorkerProcess(self.worker_args(), log=self.log).start()
+        self.worker = WorkerProcess(self.worker_args(), log=self.log, env=self.env).start()
         return self.worker
 
 
@@ -91,6 +102,8 @@ def new_pipeline(bootstrap: str, tmp: Path, prefix: str, **kw: Any) -> Pipeline:
         "scans": f"{run}.scans",
         "alerts": f"{run}.alerts",
         "deadletter": f"{run}.deadletter",
+        "incidents": f"{run}.incidents",
+        "actions": f"{run}.actions",
     }
     return Pipeline(bootstrap, run, topics, tmp / "state", tmp / "worker.log", **kw)
 
@@ -175,14 +188,16 @@ async def _lag(p: Pipeline, group: str, topics: list[str]) -> int:
 
 async def pipeline_lag(p: Pipeline) -> int:
     """Uncommitted records: the inputs in ingest's group (`<app_id>-ingest`), the internal
-    topic in the stateful stage's (`<app_id>`); -1 while unknown."""
+    topic (and the response stage's) in the stages' (`<app_id>`); -1 while unknown."""
     inputs = await _lag(p, f"{p.app_id}-ingest", [p.topics["labels"], p.topics["scans"]])
-    internal = await _lag(p, p.app_id, [p.internal_topic])
+    internal = await _lag(p, p.app_id, [p.internal_topic, *([p.response_topic] if p.response
+                                                              else [])])
     return -1 if -1 in (inputs, internal) else inputs + internal
 
 
 async def wait_idle(p: Pipeline, timeout: float = 90.0) -> None:
-    """Until the worker committed every input and internal-topic record."""
+    """Until the worker committed every input and internal-topic record (the stages' input
+    records appear only before the records they come from are committed)."""
     deadline = time.monotonic() + timeout
     while True:
         if p.worker is not None and p.worker.poll() is not None:
