@@ -36,6 +36,7 @@ from zlib import crc32
 
 import orjson
 import pytest
+from response_check import assert_same_response, offline_response, published_response, worker_env
 from test_worker_integration import (
     PARTITIONS,
     Pipeline,
@@ -314,6 +315,23 @@ def expected(records: list[Record]) -> set[Key]:
     return found
 
 
+@pytest.fixture(scope="module")
+def expected_response(records: list[Record]) -> Any:
+    """The offline incidents and actions (response_check.SETTINGS, which the workers get)."""
+    found = offline_response(r.value for r in records)
+    # the incident's re-issued numbers make incidents in two groups, and actions
+    assert len({(i["carrier"], i["channel"]) for i in found[0]}) >= 2, found[0]
+    assert len(found[1]) >= 100
+    return found
+
+
+async def assert_response_offline(p: Pipeline, expected_response: Any) -> None:
+    got = await published_response(p.bootstrap, p.topics["incidents"], p.topics["actions"])
+    print(f"response: {got.records} incident and action records, {got.revisions} revisions "
+          f"> 1; {len(got.incidents)} incidents, {len(got.actions)} due actions")
+    assert_same_response(got, expected_response)
+
+
 def report(name: str, got: Outcome, expected: set[Key], seconds: float) -> None:
     print(f"{name}: {got.records} alert records, {got.distinct} alert ids, "
           f"{got.retractions} retractions {dict(sorted(got.retracted_rules.items()))}, "
@@ -327,7 +345,8 @@ def assert_offline(got: Outcome, expected: set[Key]) -> None:
 
 
 async def test_labels_days_behind_the_scans(
-    kafka_bootstrap: str, records: list[Record], expected: set[Key], tmp_path: Path,
+    kafka_bootstrap: str, records: list[Record], expected: set[Key], expected_response: Any,
+    tmp_path: Path,
 ) -> None:
     lag = 7
     parts = batches(records, lag)
@@ -335,10 +354,11 @@ async def test_labels_days_behind_the_scans(
     # simulated arrival order, mostly in-house parcels that have none)
     assert scans_before_label([r for part in parts for r in part]) > 4 * scans_before_label(
         records)
-    p = new_pipeline(kafka_bootstrap, tmp_path, "arr-lag")
+    p = new_pipeline(kafka_bootstrap, tmp_path, "arr-lag", env=worker_env())
     got, seconds = await run_in_batches(p, parts)
     report(f"labels {lag} days behind, {len(parts)} batches", got, expected, seconds)
     assert_offline(got, expected)
+    await assert_response_offline(p, expected_response)
 
 
 async def test_one_labels_partition_paused_then_resumed(
@@ -373,7 +393,8 @@ async def kill_when_under_way(p: Pipeline, total: int) -> int:
 
 
 async def test_restarts_midway(
-    kafka_bootstrap: str, records: list[Record], expected: set[Key], tmp_path: Path,
+    kafka_bootstrap: str, records: list[Record], expected: set[Key], expected_response: Any,
+    tmp_path: Path,
 ) -> None:
     """All scans and the first half of the labels as a backlog, the worker SIGKILLed while at
     it and restarted on its state dir; then the other labels, a SIGTERM while they are being
@@ -382,7 +403,7 @@ async def test_restarts_midway(
     first = [r for r in records if r.topic == "scans"] + labels[: len(labels) // 2]
     second = labels[len(labels) // 2:]
     p = new_pipeline(kafka_bootstrap, tmp_path, "arr-restart",
-                     extra_args=["--commit-interval", "1.0"])
+                     extra_args=["--commit-interval", "1.0"], env=worker_env())
     started = time.monotonic()
     await produce_records_before_start(p, first)
     await start_pipeline(p)
@@ -406,6 +427,7 @@ async def test_restarts_midway(
            "restarts", got, expected, time.monotonic() - started)
     assert left > 0, "the kill came after the work: it must land in the backlog"
     assert_offline(got, expected)
+    await assert_response_offline(p, expected_response)
 
 
 async def produce_records_before_start(p: Pipeline, records: Sequence[Record]) -> None:

@@ -28,6 +28,12 @@ from typing import Any
 
 import orjson
 import pytest
+from response_check import (
+    assert_same_response,
+    offline_response,
+    published_response,
+    worker_env,
+)
 from test_worker_integration import (
     DEC,
     PARTITIONS,
@@ -159,6 +165,7 @@ def pipeline_for(bootstrap: str, data: Input, tmp: Path, name: str) -> Pipeline:
     p.topics["labels"] = data.topics["labels"]
     p.topics["scans"] = data.topics["scans"]
     p.extra_args = ["--commit-interval", "1.0"]  # a realistic window of uncommitted work
+    p.env = worker_env()  # incident settings that make incidents of this workload
     return p
 
 
@@ -221,21 +228,37 @@ def reference(kafka_bootstrap: str, shared_input: Input) -> dict[str, dict[str, 
     return alerts
 
 
+@pytest.fixture(scope="module")
+def reference_response(shared_input: Input) -> tuple[list[Any], list[Any]]:
+    """The offline incidents and actions of the shared input (response_check.SETTINGS)."""
+    expected = offline_response(orjson.dumps(m) for m in shared_input.messages)
+    assert len(expected[0]) >= 1 and len(expected[1]) >= 100, "the workload must make some"
+    return expected
+
+
+async def assert_same_response_as_offline(p: Pipeline, expected: Any) -> None:
+    got = await published_response(p.bootstrap, p.topics["incidents"], p.topics["actions"])
+    assert_same_response(got, expected)
+
+
 async def assert_same_outcome(p: Pipeline, shared_input: Input,
-                              reference: dict[str, dict[str, Any]]) -> int:
-    """p's dead letters and distinct alerts are the reference's; returns the alerts emitted
-    (repeats included)."""
+                              reference: dict[str, dict[str, Any]],
+                              reference_response: Any = None) -> int:
+    """p's dead letters and distinct alerts are the reference's (and its incidents and
+    actions the offline mode's); returns the alerts emitted (repeats included)."""
     alerts, emitted, dead = await outcome(p)
     assert dead == shared_input.malformed  # every malformed record, once or more
     assert set(alerts) == set(reference)
     assert {identity(a) for a in alerts.values()} == {identity(a) for a in reference.values()}
+    if reference_response is not None:
+        await assert_same_response_as_offline(p, reference_response)
     return emitted - len(alerts)
 
 
 @pytest.mark.parametrize("state", ["kept", "emptied"])
 async def test_sigkill_and_restart(
     kafka_bootstrap: str, shared_input: Input, reference: dict[str, dict[str, Any]],
-    state: str, tmp_path: Path,
+    reference_response: Any, state: str, tmp_path: Path,
 ) -> None:
     p = pipeline_for(kafka_bootstrap, shared_input, tmp_path, f"rec-{state}")
     total = len(shared_input.messages) + len(MALFORMED)
@@ -246,7 +269,7 @@ async def test_sigkill_and_restart(
         p.state_dir.mkdir()
     await run_to_end(p)
 
-    repeats = await assert_same_outcome(p, shared_input, reference)
+    repeats = await assert_same_outcome(p, shared_input, reference, reference_response)
     print(f"{state}: killed with {left} of {total} input records uncommitted; "
           f"{repeats} repeats")
 
@@ -275,7 +298,7 @@ def _last_assignment(log: Path, topic: str) -> str | None:
 
 async def test_two_workers_in_one_group_share_the_partitions(
     kafka_bootstrap: str, shared_input: Input, reference: dict[str, dict[str, Any]],
-    tmp_path: Path,
+    reference_response: Any, tmp_path: Path,
 ) -> None:
     """Scaling out: a second worker with the same app id takes a share of the partitions
     (of the inputs and of the internal topic, so of the table), and the two together raise
@@ -306,7 +329,7 @@ async def test_two_workers_in_one_group_share_the_partitions(
     finally:
         rcs = [p.worker.stop() for p in (first, second) if p.worker is not None]
     assert rcs == [0, 0], f"logs: {first.log} {second.log}"
-    await assert_same_outcome(first, shared_input, reference)
+    await assert_same_outcome(first, shared_input, reference, reference_response)
 
 
 def table_contents(state_dir: Path) -> dict[bytes, bytes]:
@@ -415,3 +438,5 @@ async def test_sigkilled_15_times_at_random_points_of_a_backlog(
     alerts, _, dead = await outcome(p)
     assert dead == data.malformed
     assert set(alerts) == reference_alerts(messages)
+    await assert_same_response_as_offline(p, offline_response(orjson.dumps(m)
+                                                              for m in messages))
