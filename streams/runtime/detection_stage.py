@@ -157,7 +157,7 @@ class Pending:
         self.states = states
         self.alerts = alerts  # (input record timestamp ms, alert)
         self.futures = futures  # their deliveries
-        self.event = event
+        self.event = event  # the Faust event to ack (or a list of them, in order)
         self.events = events
 
 
@@ -319,7 +319,8 @@ class Stage:
                 if key in overlay and overlay[key] is value:  # not overwritten since
                     del overlay[key]
             if p.event is not None and self.ack is not None:
-                await self.ack(p.event)
+                for event in p.event if isinstance(p.event, list) else (p.event,):
+                    await self.ack(event)
             self.frames += 1
             self._durable(p)
 

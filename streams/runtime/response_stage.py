@@ -14,11 +14,14 @@ watermark, never the wall clock). Alerts are rare next to events, so one partiti
 worker at a time, is enough and makes the response one sequence. Its state (per group, per
 order, the watermark) is a Faust RocksDB table of one partition with its changelog.
 
+Records are applied in batches (up to BATCH_MAX, or BATCH_WAIT seconds after the first):
+the core then recomputes a group's incidents once per batch instead of once per alert.
+
 Delivery is at least once, as for the alerts (the detection stage's machinery, `Stage`): per
-input record the incident and action revisions are produced and acknowledged, then the new
-states go to the changelog, then RocksDB, then the record is acked. A crash before the state
-is written repeats the record: `step` then numbers the same revisions again (same id, same
-revision), and a repeat after it publishes nothing.
+batch the incident and action revisions are produced and acknowledged, then the new states
+go to the changelog, then RocksDB, then the batch's records are acked. A crash before the
+state is written repeats the records: the core then numbers the same revisions again (same
+id, same revision), and a repeat after it publishes nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Records applied in one step: a batch is cut at BATCH_MAX records or BATCH_WAIT seconds
+# after its first (the incident revision's latency budget is 5 s from its alert)
+BATCH_MAX = 500
+BATCH_WAIT = 0.1
+
 
 def decode_item(key: bytes | None, value: bytes) -> Any:
     """A record of the response topic as `step`'s item: an alert dict or a watermark."""
@@ -75,45 +83,107 @@ class ResponseStage(Stage):
         self.incidents = 0  # incident revisions published (acknowledged)
         self.actions = 0  # action revisions published (acknowledged)
         self.bad = 0  # records skipped as unreadable
+        self.batch: list[tuple[bytes | None, bytes, Any]] = []
+        self.batch_max = BATCH_MAX
+        self.batch_wait = BATCH_WAIT
+        self._flusher: asyncio.Future[None] | None = None
+        self._lock = asyncio.Lock()
 
     async def apply(self, key: bytes | None, value: bytes, event: Any = None) -> None:
+        """Take one input record; records are applied in batches (`batch_max` or after
+        `batch_wait` seconds): the core then refreshes a group once per batch, not once per
+        alert (the stage's CPU), and a record changed twice in a batch is published once."""
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_loop())
         self.last_work[0] = time.monotonic()
+        self.batch.append((key, value, event))
+        if len(self.batch) >= self.batch_max:
+            await self.flush()
+        elif self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush_later())
+
+    async def _flush_later(self) -> None:
         try:
-            item = decode_item(key, value)
-        except (ValueError, orjson.JSONDecodeError) as exc:
-            # the stage's own topic: a record it cannot read is a bug of a writer; skipping
-            # it (logged) keeps the response going instead of stopping every worker on it
-            self.bad += 1
-            log.error("response stage: record skipped, %s: %r", exc, value[:200])
-            await self.queue.put(Pending(0, {}, [], [], event, 0))
-            return
+            await asyncio.sleep(self.batch_wait)
+            self._flusher = None
+            await self.flush()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.on_fatal(exc)
+            raise
+
+    async def flush(self) -> None:
+        """Apply the batch, publish its records, queue it for the writer (durable, acked)."""
+        async with self._lock:
+            batch, self.batch = self.batch, []
+            if not batch:
+                return
+            items = []
+            for key, value, _ in batch:
+                try:
+                    items.append(decode_item(key, value))
+                except (ValueError, orjson.JSONDecodeError) as exc:
+                    # the stage's own topic: a record it cannot read is a writer's bug;
+                    # skipping it (logged) keeps the response going instead of stopping
+                    # every worker on it
+                    self.bad += 1
+                    log.error("response stage: record skipped, %s: %r", exc, value[:200])
+            states, incidents, actions = self._step(items)
+            c = self.config
+            futures: list[asyncio.Future[Any]] = []
+            published: list[tuple[int, dict[str, Any]]] = []
+            for incident in incidents:
+                stamped = stamp_alert(incident)
+                futures.append(await self.producer.send(
+                    c.incidents_topic, dumps(stamped),
+                    key=f"{stamped['carrier']}:{stamped['channel']}".encode()))
+                published.append((0, stamped))
+            for action in actions:
+                stamped = stamp_alert(action)
+                futures.append(await self.producer.send(
+                    c.actions_topic, dumps(stamped), key=stamped["order_id"].encode()))
+                published.append((0, stamped))
+            self.overlay.update(states)
+            await self.queue.put(Pending(0, states, published, futures,
+                                         [event for _, _, event in batch if event is not None],
+                                         len(batch)))
+
+    def _step(self, items: list[Any]) -> tuple[dict[bytes, bytes | None], list[Any], list[Any]]:
+        """The core over the batch: states (bytes keys), incident and action records."""
         overlay = self.overlay
         stored = _Partition(self.table, 0).get
+        local: dict[bytes, bytes | None] = {}  # this batch's states so far
 
         def get(name: str) -> bytes | None:
             k = name.encode()
+            if k in local:
+                return local[k]
             return overlay[k] if k in overlay else stored(k)
 
-        result = response.step(get, item, self.config.settings)
-        c = self.config
-        futures: list[asyncio.Future[Any]] = []
-        published: list[tuple[int, dict[str, Any]]] = []
-        for incident in result.incidents:
-            stamped = stamp_alert(incident)
-            futures.append(await self.producer.send(
-                c.incidents_topic, dumps(stamped),
-                key=f"{stamped['carrier']}:{stamped['channel']}".encode()))
-            published.append((0, stamped))
-        for action in result.actions:
-            stamped = stamp_alert(action)
-            futures.append(await self.producer.send(
-                c.actions_topic, dumps(stamped), key=stamped["order_id"].encode()))
-            published.append((0, stamped))
-        states = {k.encode(): v for k, v in result.states.items()}
-        overlay.update(states)
-        await self.queue.put(Pending(0, states, published, futures, event, 1))
+        step_many = getattr(response, "step_many", None)
+        if step_many is not None:
+            result = step_many(get, items, self.config.settings)
+            return ({k.encode(): v for k, v in result.states.items()}, result.incidents,
+                    result.actions)
+        incidents: list[Any] = []
+        actions: list[Any] = []
+        for item in items:
+            result = response.step(get, item, self.config.settings)
+            local.update((k.encode(), v) for k, v in result.states.items())
+            incidents += result.incidents
+            actions += result.actions
+        return local, incidents, actions
+
+    async def drain(self) -> None:
+        await self.flush()
+        await super().drain()
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        await super().stop()
 
     def _published(self, batch: list[Pending]) -> None:
         for p in batch:
