@@ -1,6 +1,7 @@
 """Throughput, CPU per event, latency and state size of the stream pipeline, beside a floor.
 
     python benchmarks/pipeline.py [--quick] [--labels N] [--rates 2000,5000] [--seconds 20]
+    python benchmarks/pipeline.py --response-only [--response-passes 2]   # (f) alone
 
 Every Kafka figure is printed beside its ratio to a FLOOR measured in the same invocation on
 the same broker: a plain aiokafka consumer of both input topics, in batches (`getmany`), that
@@ -39,6 +40,13 @@ the broker's much more (see (b)).
   (d) state size  the table's RocksDB directories after (b), per tracking number, scaled to a
                   million numbers.
   (e) warnings    "producer buffer full" lines in the worker logs (a normal run has none).
+  (f) response    the response stage's cost (issue 21): a simulated week with a reuse
+                  incident (--response-labels, default 30,000 labels, ~233,000 events)
+                  through one worker with the stage and one with --no-response, alternating,
+                  --response-passes each (run first, before (b)); events/s and CPU per event
+                  of each (medians), and the stage's share: CPU per event with it / without
+                  it - 1 (target: at most +10%). The backlog is timed as in (b), to the
+                  response stage's last record made durable when it runs.
 
 Uses $KAFKA_BOOTSTRAP_SERVERS when set (no broker CPU figure then), else starts
 `streams.local.broker.LocalBroker`. The README's sizing figures come from this script's output.
@@ -321,7 +329,9 @@ class Run:
         run = f"bench-{uuid.uuid4().hex[:8]}"
         self.bootstrap = bootstrap
         self.app_id = run
-        self.topics = {k: f"{run}.{k}" for k in ("labels", "scans", "alerts", "deadletter")}
+        self.topics = {k: f"{run}.{k}" for k in ("labels", "scans", "alerts", "deadletter",
+                                                   "incidents", "actions")}
+        self.response = "--no-response" not in (extra or [])
         self.state_dir = tmp / run
         self.log = tmp / f"{run}.log"
         self.web_port = free_port()  # its /metrics: how far it is, at no cost to the broker
@@ -332,6 +342,8 @@ class Run:
                 "--labels-topic", self.topics["labels"], "--scans-topic", self.topics["scans"],
                 "--alerts-topic", self.topics["alerts"],
                 "--deadletter-topic", self.topics["deadletter"],
+                "--incidents-topic", self.topics["incidents"],
+                "--actions-topic", self.topics["actions"],
                 "--loglevel", "info",
                 "--web-port", str(self.web_port), "--web-host", "127.0.0.1",
                 *(extra or []),
@@ -364,7 +376,9 @@ class Run:
         await admin.start()
         try:
             deadline = time.monotonic() + 90
-            while not await _have_leaders(admin, [*self.topics.values(), self.internal]):
+            topics = [t for k, t in self.topics.items()
+                      if self.response or k not in ("incidents", "actions")]
+            while not await _have_leaders(admin, [*topics, self.internal]):
                 if time.monotonic() > deadline:
                     raise TimeoutError("worker topics not ready")
                 await asyncio.sleep(0.2)
@@ -521,10 +535,11 @@ def poll_interval(started: float | None, start_left: int, left: int) -> float:
     return min(0.5, max(0.05, left / (done / elapsed) / 3))
 
 
-async def worker_progress(http: Any, run: Run) -> tuple[int, int, int] | None:
+async def worker_progress(http: Any, run: Run) -> tuple[int, int, int, int, int] | None:
     """From the worker's /metrics: (input records its ingest has committed, the events among
-    them (not dead letters), events its stage has applied and made durable), None while it
-    does not serve yet."""
+    them (not dead letters), events its stage has applied and made durable, records sent to
+    the response stage, records it has applied and made durable), None while it does not
+    serve yet."""
     try:
         async with http.get(run.metrics_url) as response:
             if response.status != 200:
@@ -532,7 +547,7 @@ async def worker_progress(http: Any, run: Run) -> tuple[int, int, int] | None:
             text = await response.text()
     except OSError:  # aiohttp's connection errors are OSErrors: not listening yet
         return None
-    committed = events = applied = 0
+    committed = events = applied = sent = responded = 0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "tracking_validator_events_total":
@@ -540,7 +555,12 @@ async def worker_progress(http: Any, run: Run) -> tuple[int, int, int] | None:
                 events += int(sample.value) if sample.labels["outcome"] == "event" else 0
             elif sample.name == "tracking_validator_stage_events_total":
                 applied = int(sample.value)
-    return committed, events, applied
+            elif sample.name == "tracking_validator_response_records_total":
+                if sample.labels["step"] == "sent":
+                    sent = int(sample.value)
+                else:
+                    responded = int(sample.value)
+    return committed, events, applied, sent, responded
 
 
 async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[str, float]:
@@ -569,13 +589,15 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
         start_left = 0
         while True:
             progress = await worker_progress(http, run)
-            committed, events, applied = progress if progress is not None else (0, 0, 0)
+            committed, events, applied, sent, responded = (
+                progress if progress is not None else (0, 0, 0, 0, 0))
             if committed and window is None:
                 # the first commit: what came before is start-up (one batch's work before it
                 # is left out: a slight overstatement of the rate, understatement of CPU)
                 window = Window(lambda: cpu_seconds(pid), broker_pid)
                 start_left = n - applied
-            if committed >= n and applied >= events:
+            # done: every event durable, and the response stage through what it was sent
+            if committed >= n and applied >= events and responded >= sent:
                 break
             if time.monotonic() > deadline or run.worker.poll() is not None:
                 raise TimeoutError(f"worker did not finish; log {run.log}")
@@ -663,6 +685,74 @@ def summarise_warm(passes: list[dict[str, Any]]) -> dict[str, Any]:
               f" {statistics.median(ratios):.2f}x it "
               f"({min(ratios):.2f}-{max(ratios):.2f}x)")
     return summary
+
+
+# ---------------------------------------------------------------- (f) the response stage
+
+
+def simulated_week(labels: int) -> list[tuple[str, bytes]]:
+    """(topic, value) of a simulated week with a reuse incident: `labels` labels over 7 days,
+    30% of the USPS labels bought on days 4-5 get numbers used 3 days earlier (the
+    simulator's defaults otherwise). 30,000 labels: ~233,000 messages, ~2,100 alerts, ten
+    incidents in four channels."""
+    from datetime import timedelta
+
+    from streams.tools.simulation import DEFAULT_START, Params, serialize, simulate
+
+    world = simulate(Params(seed=7, labels=labels, days=7,
+                            incident_start=DEFAULT_START + timedelta(days=3),
+                            incident_days=2, reuse_age_days=3))
+    return [(m.topic, serialize(m.value)) for m in world.messages]
+
+
+async def preload_by_topic(bootstrap: str, run: Run, messages: list[tuple[str, bytes]]) -> None:
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        pending = []
+        for topic, value in messages:
+            pending.append(await producer.send(run.topics[topic], value))
+            if len(pending) >= 10000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def response_cost(bootstrap: str, tmp: Path, labels: int, passes: int,
+                        broker_pid: int | None) -> dict[str, Any]:
+    """The worker through the simulated week's backlog with the response stage and without
+    it (`--no-response`), alternating (without first in odd passes, with first in even ones,
+    so the broker's warming does not favour one); medians of each, and the stage's share:
+    CPU per event with it over without it, minus 1."""
+    messages = simulated_week(labels)
+    n = len(messages)
+    runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for i in range(passes):
+        for with_stage in ((False, True) if i % 2 == 0 else (True, False)):
+            run = Run(bootstrap, tmp, extra=[] if with_stage else ["--no-response"])
+            await create_topics(bootstrap, [run.topics["labels"], run.topics["scans"]])
+            await preload_by_topic(bootstrap, run, messages)
+            figures = await run_worker_backlog(run, n, broker_pid)
+            run.stop()
+            runs[with_stage].append(figures)
+            print(f"    pass {i + 1}, {'with' if with_stage else 'without'} the response stage:"
+                  f" {figures['rate']:,.0f} events/s, CPU {figures['cpu_us']:.1f} us/event")
+    med = {k: {f: statistics.median(r[f] for r in v) for f in ("rate", "cpu_us")}
+           for k, v in runs.items()}
+    shares = [w["cpu_us"] / wo["cpu_us"] - 1 for w, wo in zip(runs[True], runs[False],
+                                                              strict=True)]
+    share = med[True]["cpu_us"] / med[False]["cpu_us"] - 1
+    print(f"(f) response stage: a simulated week, {n:,} events, {passes} pass(es) each, medians")
+    print(f"    without the stage (--no-response): {med[False]['rate']:>9,.0f} events/s, "
+          f"CPU {med[False]['cpu_us']:.1f} us/event")
+    print(f"    with the stage:                    {med[True]['rate']:>9,.0f} events/s, "
+          f"CPU {med[True]['cpu_us']:.1f} us/event")
+    print(f"    the stage's CPU per event: {share:+.1%} of the worker's without it "
+          f"(per pass: {', '.join(f'{x:+.1%}' for x in shares)}; target: at most +10%)")
+    return {"n": n, "with": med[True], "without": med[False], "share": share,
+            "shares": shares}
 
 
 # ---------------------------------------------------------------- (c) latency
@@ -825,6 +915,11 @@ async def kafka_parts(args: argparse.Namespace, bootstrap: str,
     with tempfile.TemporaryDirectory(prefix="tv-bench-") as tmp_s:
         tmp = Path(tmp_s)
         logs: list[Path] = []
+        if args.response_passes > 0:
+            results["f"] = await response_cost(bootstrap, tmp, args.response_labels,
+                                               args.response_passes, broker_pid)
+            if args.response_only:
+                return results
         cold = " (cold broker)" if broker_pid is not None and args.warm else ""
         results["b"], run = await backlog(bootstrap, tmp, args.labels, broker_pid, cold,
                                           args.design_floor)
@@ -889,12 +984,21 @@ def main(argv: list[str] | None = None) -> int:
                         "topic, changelog, alerts; no Faust) as a second reference for the "
                         "broker's CPU")
     parser.add_argument("--keep-logs", default=None, help="copy worker logs to this dir")
+    parser.add_argument("--response-passes", type=int, default=None,
+                        help="(f) passes of the simulated week with and without the response "
+                        "stage (default 2, quick 1; 0 skips (f))")
+    parser.add_argument("--response-labels", type=int, default=None,
+                        help="labels of the (f) simulated week (default 30000, quick 3000)")
+    parser.add_argument("--response-only", action="store_true", help="only (f)")
     args = parser.parse_args(argv)
+    if args.response_passes is None:
+        args.response_passes = 1 if args.quick else 2
+    args.response_labels = args.response_labels or (3000 if args.quick else 30000)
     args.labels = args.labels or (4000 if args.quick else 40000)
     args.seconds = args.seconds or (5.0 if args.quick else 20.0)
     core_labels = args.core_labels or (2000 if args.quick else 20000)
 
-    if not args.backlog_only:
+    if not (args.backlog_only or args.response_only):
         run_core(core_labels, 1 if args.quick else 3)
     if args.skip_kafka:
         return 0

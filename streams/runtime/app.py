@@ -54,7 +54,7 @@ def build_app(config: StreamConfig) -> faust.App:
         life.stage_topics[config.response_topic_name] = response.stage
 
     incidents = None
-    if config.web_port > 0:  # the circuit breaker's and the gauge's copy of the incidents
+    if response is not None and config.web_port > 0:  # the circuit breaker's copy
         incidents = IncidentsView(config, metrics)
         life.services.append(incidents)
     health = Health(life, detection.table)

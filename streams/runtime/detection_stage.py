@@ -242,6 +242,8 @@ class Stage:
         if self.forward_topic is not None:
             futures.append(await self.producer.send(self.forward_topic, value,
                                                     key=FORWARD_ALERT, partition=0))
+            if self.metrics is not None:
+                self.metrics.response_records.labels("sent").inc()
 
     async def _forward_watermark(self, batch: list[Pending]) -> asyncio.Future[Any] | None:
         """The greatest event time of the frames about to be durable, to the response stage,
@@ -250,6 +252,8 @@ class Stage:
         if self.forward_topic is None or watermark <= self.forwarded_watermark:
             return None
         self.forwarded_watermark = watermark
+        if self.metrics is not None:
+            self.metrics.response_records.labels("sent").inc()
         return await self.producer.send(self.forward_topic, str(watermark).encode(),
                                         key=FORWARD_WATERMARK, partition=0)
 

@@ -20,6 +20,10 @@ at the consumers or the table (lag, table keys, stalled partitions) are refreshe
                                                        reports the same: aggregate with max)
     tracking_validator_actions_total{action,status}    action revisions published (due |
                                                        cancelled), by the response stage
+    tracking_validator_response_records_total{step}    records of <app_id>-response: `sent`
+                                                       by detection (alert revisions,
+                                                       watermarks), `applied` and made durable
+                                                       by the response stage
 
 `/health` is 200 while the process serves; `/ready` is 200 only when the worker has
 partitions assigned, its table is recovered and no partition is stalled, else 503 with a
@@ -75,6 +79,10 @@ class Metrics:
         self.actions = Counter("tracking_validator_actions",
                                "Action revisions published by the response stage",
                                ["action", "status"], registry=r)
+        self.response_records = Counter(
+            "tracking_validator_response_records",
+            "Records of the response stage's input topic: sent (detection) or applied and "
+            "made durable (response stage)", ["step"], registry=r)
         self._lag_labels: set[tuple[str, str]] = set()
 
     def count_alert(self, alert: dict[str, Any], input_ts_ms: int, acked_s: float) -> None:

@@ -197,6 +197,8 @@ class ResponseStage(Stage):
 
     def _durable(self, p: Pending) -> None:
         self.events += p.events
+        if self.metrics is not None:
+            self.metrics.response_records.labels("applied").inc(p.events)
 
 
 class ResponseParts(NamedTuple):
