@@ -11,6 +11,12 @@ the 1-based line number (what editors and `sed -n Np` show), `key_b64` null. Bla
 not messages and are skipped. Exit 0 whenever it ran, whatever it found; 2 on usage error or
 an unreadable file. Detection settings come from TRACKING_VALIDATOR_* (see
 streams/core/settings.py).
+
+`--incidents PATH` and `--actions PATH` also write the response (contract, "Incidents and
+actions"): the incidents and the due per-order actions that the alerts' highest revisions
+give at the watermark, which here is the greatest event time of the whole input (so an
+incident whose quiet period the input covers is `resolved`). Each is one revision, as the
+alerts are; `--incident-*` flags (or TRACKING_VALIDATOR_INCIDENT_*) set the definitions.
 """
 
 from __future__ import annotations
@@ -20,8 +26,18 @@ import os
 import sys
 from typing import IO, Any
 
+from streams.commands import response_settings
 from streams.core.outputs import dumps
-from streams.tools.offline import ORDERS, Processor, Summary, default_workers, paused_gc, scan_files
+from streams.core.settings import Settings
+from streams.tools.offline import (
+    ORDERS,
+    Processor,
+    Response,
+    Summary,
+    default_workers,
+    paused_gc,
+    scan_files,
+)
 from streams.tools.progress import Progress
 
 # Up to this many input bytes, event-time order is fastest in memory (measured: 12 MiB
@@ -41,7 +57,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dead-letters", metavar="PATH", help="dead letters out (default: counted, not written)"
     )
+    parser.add_argument("--incidents", metavar="PATH",
+                        help="incidents out (tracking.incidents records; - = stdout)")
+    parser.add_argument("--actions", metavar="PATH",
+                        help="per-order actions out (tracking.actions records; - = stdout)")
     parser.add_argument("--order", choices=ORDERS, default="event-time")
+    response_settings.add_arguments(parser)
     memory = parser.add_argument_group(
         "memory",
         f"Event-time order holds every decoded event in memory (~1.4 KB each) when the input "
@@ -81,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     if args.files.count("-") > 1:
         print("scan: stdin (-) given more than once", file=sys.stderr)
         return 2
+    try:
+        settings = response_settings.settings_from(args)
+    except ValueError as exc:
+        print(f"scan: {exc}", file=sys.stderr)
+        return 2
     inputs: list[tuple[str, IO[bytes]]] = []
     try:
         for name in args.files:
@@ -88,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
             inputs.append(("<stdin>" if name == "-" else name, handle))
         alerts_out = _open_out(args.alerts)
         dead_out = _open_out(args.dead_letters)
+        incidents_out = _open_out(args.incidents)
+        actions_out = (incidents_out if args.actions == args.incidents
+                       else _open_out(args.actions))
     except OSError as exc:
         print(f"scan: {exc}", file=sys.stderr)
         return 2
@@ -107,18 +136,29 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.order == "input":
         storage = "memory"  # applied as read: nothing to sort
+    on_alert = write_to(alerts_out)
+    response = None
+    if incidents_out is not None or actions_out is not None:
+        response = Response(on_alert, settings)
+        on_alert = response.on_alert
     try:
         with paused_gc():
             if storage == "disk":
                 summary = scan_files(
                     [(name, handle if name == "<stdin>" else handle.name)
                      for name, handle in inputs],
-                    write_to(alerts_out), write_to(dead_out),
+                    on_alert, write_to(dead_out), settings,
                     workers=args.workers, spill_dir=args.temp_dir, label="scan",
                 )  # fmt: skip
             else:
-                summary = _in_memory(inputs, total, args.order, write_to(alerts_out),
-                                     write_to(dead_out))  # fmt: skip
+                summary = _in_memory(inputs, total, args.order, on_alert, write_to(dead_out),
+                                     settings)  # fmt: skip
+            if response is not None:
+                incidents, actions = response.records(summary.watermark)
+                for out, records in ((incidents_out, incidents), (actions_out, actions)):
+                    if out is not None:
+                        for record in records:
+                            write_to(out)(record)
     except OSError as exc:
         print(f"scan: {exc}", file=sys.stderr)
         return 2
@@ -126,21 +166,31 @@ def run(args: argparse.Namespace) -> int:
         for name, handle in inputs:
             if name != "<stdin>":
                 handle.close()
-        for out in (alerts_out, dead_out):
-            if out is not None:
-                out.flush()
-                if out is not sys.stdout.buffer:
-                    out.close()
+        for out in {id(o): o for o in (alerts_out, dead_out, incidents_out, actions_out)
+                    if o is not None}.values():
+            out.flush()
+            if out is not sys.stdout.buffer:
+                out.close()
     note = "" if dead_out is not None or not summary.dead_letters else " (not written)"
     print(summary.line("scan") + note, file=sys.stderr)
+    if response is not None:
+        print(response_line("scan", incidents, actions), file=sys.stderr)
     return 0
+
+
+def response_line(command: str, incidents: list[dict[str, Any]],
+                  actions: list[dict[str, Any]]) -> str:
+    opened = sum(1 for r in incidents if r["status"] == "open")
+    groups = ", ".join(sorted({f"{r['carrier']}/{r['channel'] or '-'}" for r in incidents}))
+    return (f"{command}: {len(incidents)} incidents ({opened} open"
+            + (f"; {groups}" if groups else "") + f"), {len(actions)} actions due")
 
 
 def _in_memory(
     inputs: list[tuple[str, IO[bytes]]], total: int | None, order: str, on_alert: Any,
-    on_dead_letter: Any,
+    on_dead_letter: Any, settings: Settings,
 ) -> Summary:
-    processor = Processor(on_alert, on_dead_letter, order=order)
+    processor = Processor(on_alert, on_dead_letter, settings, order=order)
     with Progress("scan", total=total) as progress:
         for name, handle in inputs:
             for number, line in enumerate(handle, start=1):
