@@ -119,16 +119,28 @@ class ResponseStage(Stage):
             batch, self.batch = self.batch, []
             if not batch:
                 return
-            items = []
+            items: list[Any] = []
+            watermark = None  # the batch's greatest, applied once after its alerts
             for key, value, _ in batch:
                 try:
-                    items.append(decode_item(key, value))
+                    item = decode_item(key, value)
+                    if isinstance(item, response.Watermark):
+                        watermark = item if watermark is None or item.ts > watermark.ts \
+                            else watermark
+                    else:
+                        items.append(item)
                 except (ValueError, orjson.JSONDecodeError) as exc:
                     # the stage's own topic: a record it cannot read is a writer's bug;
                     # skipping it (logged) keeps the response going instead of stopping
                     # every worker on it
                     self.bad += 1
                     log.error("response stage: record skipped, %s: %r", exc, value[:200])
+            if watermark is not None:
+                # a watermark refreshes every group with an open incident: once per batch
+                # (the detection stage sends one per durable batch of frames). The final
+                # records depend only on the alerts' highest revisions and the greatest
+                # watermark, not on their order (streams.core.response)
+                items.append(watermark)
             states, incidents, actions = self._step(items)
             c = self.config
             futures: list[asyncio.Future[Any]] = []
