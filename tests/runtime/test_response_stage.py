@@ -79,7 +79,7 @@ async def incident_delays(p: Pipeline) -> list[float]:
     printed, not asserted (timing belongs to benchmarks)."""
     from streams.runtime.kafka_io import read_to_end
 
-    alerts = sorted(r.timestamp async for r in read_to_end(p.bootstrap, [p.topics["alerts"]]))
+    alerts = sorted([r.timestamp async for r in read_to_end(p.bootstrap, [p.topics["alerts"]])])
     out = []
     async for r in read_to_end(p.bootstrap, [p.topics["incidents"]]):
         before = [t for t in alerts if t <= r.timestamp]
