@@ -368,3 +368,60 @@ def test_expected_reads_scan_ownership_like_the_contract() -> None:
     new = Sh("new", 60 * DAY, [(61 * DAY, "accepted")])
     got = expected([old, new], DAY + W, W)
     assert got["holders"] == ["new"] and got["free_after"] == rfc3339(61 * DAY + W)
+
+
+# ---------------------------------------------------------------- the circuit breaker
+
+
+def _incident(incident_id: str, revision: int, status: str, channel: str = "buy_shipping",
+              started_at: str = "2025-02-24T10:00:00Z", alerts: int = 12) -> dict:
+    return {"incident_id": incident_id, "carrier": "usps", "channel": channel,
+            "status": status, "revision": revision, "started_at": started_at,
+            "alerts": alerts, "sellers": 4, "labels": alerts}
+
+
+def test_open_incidents_follow_the_highest_revision_in_any_order() -> None:
+    seen = lookup.OpenIncidents()
+    assert seen.update(_incident("i1", 2, "resolved"))
+    assert not seen.update(_incident("i1", 1, "open"))  # older: ignored
+    assert seen.find("usps", "buy_shipping") is None
+    assert seen.update(_incident("i2", 1, "open", alerts=15))
+    assert seen.find("usps", "buy_shipping") == {
+        "incident_id": "i2", "started_at": "2025-02-24T10:00:00Z", "alerts": 15, "sellers": 4}
+    assert seen.find("usps", "veeqo") is None and seen.find("ups", "buy_shipping") is None
+    assert seen.counts() == {("usps", "buy_shipping"): 1}
+    assert seen.update(_incident("i2", 2, "retracted"))
+    assert seen.find("usps", "buy_shipping") is None
+    assert seen.counts() == {("usps", "buy_shipping"): 0}  # the gauge goes back to 0
+
+
+def test_the_latest_started_open_incident_of_a_group_is_the_answer() -> None:
+    seen = lookup.OpenIncidents()
+    seen.update(_incident("old", 1, "open", started_at="2025-02-24T10:00:00Z"))
+    seen.update(_incident("new", 1, "open", started_at="2025-02-25T10:00:00Z"))
+    assert seen.find("usps", "buy_shipping")["incident_id"] == "new"  # type: ignore[index]
+
+
+def test_with_incident_adds_the_advice_only_for_a_channel_with_an_open_incident() -> None:
+    seen = lookup.OpenIncidents()
+    seen.update(_incident("i1", 1, "open"))
+    answer = {"status": "free"}
+    asked = lookup.query("usps", "9400 1112 0620 6406 2607 87", channel="buy_shipping")
+    got = lookup.with_incident(answer, seen, asked)
+    assert got["status"] == "free" and got["advice"] == lookup.HOLD_LABEL_SALES
+    assert got["incident"]["incident_id"] == "i1"
+    for other in (lookup.query("usps", "9400 1112 0620 6406 2607 87", channel="veeqo"),
+                  lookup.query("usps", "9400 1112 0620 6406 2607 87")):
+        assert lookup.with_incident(answer, seen, other) == answer
+    assert lookup.with_incident(answer, None, asked) == answer
+
+
+def test_a_channel_that_is_not_a_string_is_a_400() -> None:
+    body = orjson.dumps({"numbers": [{"carrier": "usps", "number": "9400 1112 0620 6406 2607 87",
+                                      "channel": 7}]})
+    with pytest.raises(lookup.RequestError) as caught:
+        lookup.parse_check(body)
+    assert caught.value.code == "schema" and "channel" in caught.value.message
+    queries, _ = lookup.parse_check(orjson.dumps({"numbers": [
+        {"carrier": "usps", "number": "9400 1112 0620 6406 2607 87", "channel": "veeqo"}]}))
+    assert queries[0].channel == "veeqo"
