@@ -12,7 +12,7 @@ import jsonschema
 from response_helpers import BASE, Store, alert, at, epoch, retracted, ts, without
 
 from streams.core import schema
-from streams.core.response import Watermark, derive, step
+from streams.core.response import Watermark, derive
 from streams.core.settings import Settings
 
 HOUR = 3600
@@ -365,8 +365,17 @@ def test_an_action_links_the_incident_whose_span_holds_its_labels_time() -> None
 
 
 def test_step_returns_state_bytes_and_deletes_what_is_empty() -> None:
-    states: dict[str, bytes] = {}
+    store = Store()
     a = alert("lbl-1", 5, "s1", order="o-1")
-    result = step(states.get, a, SETTINGS)
-    assert set(result.states) == {f"a|{a['alert_id']}", "g|usps|buy_shipping", "o|o-1"}
-    assert all(isinstance(v, bytes) for v in result.states.values())
+    window = epoch(at(5)) // 3600
+    result = store.feed(a)
+    assert set(result.states) == {f"a|{a['alert_id']}", "g|usps|buy_shipping", "o|o-1",
+                                  f"l|usps|buy_shipping|{window}", "i|usps|buy_shipping"}
+    assert result.states["i|usps|buy_shipping"] is None  # no incident: nothing to keep
+    assert all(isinstance(v, bytes) for k, v in result.states.items() if k[0] != "i")
+    # retracted: the group and link keys have nothing left; the order keeps what it published
+    result = store.feed(retracted(a))
+    assert result.states["g|usps|buy_shipping"] is None
+    assert result.states[f"l|usps|buy_shipping|{window}"] is None
+    assert isinstance(result.states["o|o-1"], bytes)
+    assert set(store.states) == {f"a|{a['alert_id']}", "o|o-1"}
