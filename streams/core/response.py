@@ -37,6 +37,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from streams.core import revisions
 from streams.core.actions import action_records
 from streams.core.incidents import Fact, Span, epoch, fact_of, incident_records, link, qualifies
 from streams.core.settings import Settings
@@ -326,17 +327,6 @@ def _publish(published: dict[str, Published], name: str, record: dict[str, Any],
 
 # --- derive ---------------------------------------------------------------------------------
 
-def latest(alerts: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """alert_id -> its highest revision (the first copy of it)."""
-    kept: dict[str, dict[str, Any]] = {}
-    for alert in alerts:
-        alert_id = alert["alert_id"]
-        have = kept.get(alert_id)
-        if have is None or int(alert["revision"]) > int(have["revision"]):
-            kept[alert_id] = alert
-    return kept
-
-
 def derive(alerts: Iterable[dict[str, Any]], watermark: int, settings: Settings,
            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The final incidents and due actions (revision 1, no detected_at) of the alerts'
@@ -344,7 +334,7 @@ def derive(alerts: Iterable[dict[str, Any]], watermark: int, settings: Settings,
     channel, started_at), actions by (order_id, action)."""
     by_group: dict[tuple[str, str], list[Fact]] = {}
     by_order: dict[str, list[Fact]] = {}
-    for alert in latest(alerts).values():
+    for alert in revisions.latest(alerts).values():
         fact = fact_of(alert)
         if fact is None:
             continue
