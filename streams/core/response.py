@@ -2,6 +2,7 @@
 Pure, deterministic, event time only (no Kafka, no wall clock).
 
     result = step(get, item, settings)      # item: an alert revision (dict) or a Watermark
+    result = step_many(get, items, settings)  # a batch: each touched record refreshed once
     incidents, actions = derive(alerts, watermark, settings)   # the offline mode's answer
 
 Both are functions of the set of highest alert revisions and the watermark alone, so any
@@ -43,8 +44,8 @@ from streams.core.incidents import Fact, Span, epoch, fact_of, incident_records,
 from streams.core.settings import Settings
 
 __all__ = ["AlertIndex", "GroupState", "IncidentState", "LinkState", "OrderState",
-           "StepResult", "Watermark",
-           "WatermarkState", "derive", "group_key", "order_key", "step"]
+           "StepResult", "Watermark", "WatermarkState", "derive", "group_key", "order_key",
+           "step", "step_many"]
 
 WATERMARK_KEY = "w"
 RETRACTED = "retracted"
@@ -193,27 +194,58 @@ def step(get: Callable[[str], bytes | None], item: dict[str, Any] | Watermark,
     """Apply one alert revision (the alert as published on tracking.alerts) or watermark
     advance to the states read through `get`; return the changed states and the incident
     and action records to publish (numbered, without detected_at)."""
+    return step_many(get, (item,), settings)
+
+
+def step_many(get: Callable[[str], bytes | None],
+              items: Iterable[dict[str, Any] | Watermark], settings: Settings) -> StepResult:
+    """`step` over a batch: the items applied in order, then every group and order they
+    touched refreshed once, so a record that changes twice in the batch is published once,
+    with its final fields (one revision). The final records are those of the items one by
+    one (the same highest revisions and watermark); a batch costs about one item's refresh
+    per group and order it touches, however many items it holds."""
     ctx = _Context(get)
     incidents: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
-    if isinstance(item, Watermark):
-        mark = ctx.watermark()
-        if item.ts <= mark.ts:
-            return StepResult({}, [], [])
-        mark.ts = item.ts
-        ctx.touch(WATERMARK_KEY)
-        for key in list(mark.open_groups):
-            _refresh_group(ctx, key, settings, incidents)
-        return StepResult(ctx.states(), incidents, actions)
+    groups: set[str] = set()  # groups whose incidents may change
+    orders: set[str] = set()  # orders whose actions may change
+    for item in items:
+        if isinstance(item, Watermark):
+            mark = ctx.watermark()
+            if item.ts > mark.ts:  # a lower one changes nothing
+                mark.ts = item.ts
+                ctx.touch(WATERMARK_KEY)
+                groups.update(mark.open_groups)  # only an open incident can resolve
+        else:
+            _file(ctx, item, settings, groups, orders)
 
+    width = settings.incident_window_s
+    for key in sorted(groups):
+        before = list(ctx.incidents(key).spans)  # spans change only here
+        _refresh_group(ctx, key, settings, incidents)
+        after = ctx.incidents(key).spans
+        if before == after:
+            continue
+        # the orders of the windows whose incident changed are revised (their incident_id)
+        windows = {w for started, ended, _ in (*before, *after)
+                   for w in range(started // width, ended // width)}
+        for w in sorted(windows):
+            if link(before, w * width) != link(after, w * width):
+                orders.update(order_key(o) for o in ctx.link(link_key(key, w)).orders.values())
+    for key in sorted(orders):
+        _refresh_order(ctx, key, actions)
+    return StepResult(ctx.states(), incidents, actions)
+
+
+def _file(ctx: _Context, item: dict[str, Any], settings: Settings, groups: set[str],
+          orders: set[str]) -> None:
+    """File an alert revision's facts in place of the previous revision's (an older or
+    repeated revision changes nothing); note the groups and orders to refresh."""
     alert_id = item["alert_id"]
     revision = int(item["revision"])
     seen = ctx.index(alert_id)
     if seen is not None and seen.revision >= revision:
-        return StepResult({}, [], [])  # an older or repeated revision changes nothing
-    fact = fact_of(item)
-    groups: set[str] = set()  # groups whose incidents may change
-    orders: set[str] = set()  # orders whose actions may change
+        return
     if seen is not None:  # take the previous revision's facts out
         if seen.group is not None:
             ctx.group(seen.group).facts.pop(alert_id, None)
@@ -227,6 +259,7 @@ def step(get: Callable[[str], bytes | None], item: dict[str, Any] | Watermark,
             ctx.link(seen.link).orders.pop(alert_id, None)
             ctx.touch(seen.link)
     index = AlertIndex(revision)
+    fact = fact_of(item)
     if fact is not None:  # and file this one's
         group = group_key(fact.carrier, fact.channel)
         if qualifies(fact):
@@ -243,23 +276,6 @@ def step(get: Callable[[str], bytes | None], item: dict[str, Any] | Watermark,
             ctx.link(index.link).orders[alert_id] = fact.order_id
             ctx.touch(index.link)
     ctx.put("a|" + alert_id, index)
-
-    width = settings.incident_window_s
-    for key in sorted(groups):
-        before = list(ctx.incidents(key).spans)
-        _refresh_group(ctx, key, settings, incidents)
-        after = ctx.incidents(key).spans
-        if before == after:
-            continue
-        # the orders of the windows whose incident changed are revised (their incident_id)
-        windows = {w for started, ended, _ in (*before, *after)
-                   for w in range(started // width, ended // width)}
-        for w in sorted(windows):
-            if link(before, w * width) != link(after, w * width):
-                orders.update(order_key(o) for o in ctx.link(link_key(key, w)).orders.values())
-    for key in sorted(orders):
-        _refresh_order(ctx, key, actions)
-    return StepResult(ctx.states(), incidents, actions)
 
 
 def _refresh_group(ctx: _Context, key: str, settings: Settings,
