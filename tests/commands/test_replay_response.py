@@ -59,3 +59,10 @@ async def test_replay_in_memory_writes_the_samples_incident_and_actions(
     key = lambda r: (r["order_id"], r["action"])  # noqa: E731 - partitions interleave
     assert sorted(_bare([r for _, r in actions]), key=key) == sorted(
         _bare(scanned["actions"]), key=key)
+
+    # report reads them back from the topics: alerts and incidents
+    report = tmp_path / "report.json"
+    assert await asyncio.to_thread(main, [
+        "report", "--alerts-topic", topics["alerts"], "--incidents-topic", topics["incidents"],
+        "--bootstrap", kafka_bootstrap, "--format", "json", "--output", str(report)]) == 0
+    assert orjson.loads(report.read_bytes())["incidents"] == [r for _, r in incidents]
