@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "simulate",
     "report": "report",
     "broker": "broker",
+    "notify": "notify",
 }
 
 

@@ -1,0 +1,317 @@
+"""Webhook delivery against a real HTTP receiver and a real Kafka broker.
+
+The receiver (aiohttp on 127.0.0.1) fails at random (503), answers slowly (past the client's
+timeout, after having taken the record), asks for a pause (429 + Retry-After), rejects some
+records for good (422), never accepts one key (503 until the notifier gives up), and is
+restarted mid-run. Every record must be received or dead-lettered, each key's records must
+arrive in the order they were produced, and every request's signature must verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientSession, web
+
+from streams.core import webhooks
+from streams.runtime.webhooks import Notifier, NotifyConfig
+
+pytestmark = pytest.mark.integration
+
+SECRET = b"test-webhook-secret"
+
+
+class Receiver:
+    """A webhook receiver that misbehaves in every way the notifier must survive."""
+
+    def __init__(self, rng: random.Random, reject: set[str], stuck: set[str]) -> None:
+        self.rng = rng
+        self.reject = reject  # idempotency keys answered 422
+        self.stuck = stuck  # record keys answered 503 forever
+        self.accepted: dict[str, list[str]] = defaultdict(list)  # record key -> idem keys
+        self.requests = 0
+        self.bad_signatures = 0
+        self.bad_keys = 0
+        self.answers: dict[str, int] = defaultdict(int)
+        self.paused: dict[str, float] = {}  # idempotency key -> when it was told 429
+        self.pauses: list[float] = []  # seconds from a 429 to that record's next request
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    @staticmethod
+    def key_of(record: dict[str, Any]) -> str:
+        if "action_id" in record:  # (an action has an incident_id field too)
+            return str(record["order_id"])
+        return f"{record['carrier']}:{record['channel']}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests += 1
+        if not webhooks.verify(request.headers.get(webhooks.SIGNATURE_HEADER, ""), body,
+                               SECRET, tolerance=300):
+            self.bad_signatures += 1
+            return self._answer(401)
+        record = orjson.loads(body)
+        idem = request.headers.get(webhooks.IDEMPOTENCY_HEADER, "")
+        if idem != webhooks.idempotency_key(record):
+            self.bad_keys += 1
+        key = self.key_of(record)
+        if idem in self.reject:
+            return self._answer(422)
+        if key in self.stuck:
+            return self._answer(503)
+        asked = self.paused.pop(idem, None)
+        if asked is not None:
+            self.pauses.append(time.monotonic() - asked)
+        draw = self.rng.random()
+        if draw < 0.10:
+            return self._answer(503)
+        if draw < 0.17:
+            self.paused[idem] = time.monotonic()
+            return self._answer(429, {"Retry-After": "1"})
+        self._take(key, idem)
+        if draw < 0.22:
+            await asyncio.sleep(1.5)  # past the client's 1 s timeout: it will send it again
+        return self._answer(200)
+
+    def _take(self, key: str, idem: str) -> None:
+        seen = self.accepted[key]
+        if not seen or seen[-1] != idem:  # a repeat of the last one is a retry, not news
+            seen.append(idem)
+
+    def _answer(self, status: int, headers: dict[str, str] | None = None) -> web.Response:
+        self.answers[str(status)] += 1
+        return web.Response(status=status, headers=headers)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+        await site.start()
+        if not self.port:
+            self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    def received(self) -> set[str]:
+        return {idem for seen in self.accepted.values() for idem in seen}
+
+
+def action(order: str, kind: str, revision: int) -> dict[str, Any]:
+    return {"action_id": webhooks_id(f"{order}|{kind}"), "action": kind,
+            "status": "due" if revision % 2 else "cancelled", "revision": revision,
+            "order_id": order, "seller_id": "S1", "label_id": f"L-{order}",
+            "tracking_number": "9400100000000000000000", "carrier": "usps",
+            "channel": "veeqo", "alert_ids": ["a"], "incident_id": None, "refund": None,
+            "metrics": None, "message": None, "detected_at": "2025-02-24T10:00:00Z"}
+
+
+def incident(channel: str, revision: int) -> dict[str, Any]:
+    started = "2025-02-24T10:00:00Z"
+    return {"incident_id": webhooks_id(f"usps|{channel}|{started}"), "carrier": "usps",
+            "channel": channel, "status": "open", "revision": revision,
+            "started_at": started, "ended_at": "2025-02-24T11:00:00Z", "resolved_at": None,
+            "alerts": 10 + revision, "labels": 10, "sellers": 3, "orders": 10,
+            "by_rule": {"previously_used": 10}, "refunds_owed": [], "windows": [],
+            "sample": [], "actions": ["hold_label_sales"],
+            "detected_at": "2025-02-24T10:00:00Z"}
+
+
+def webhooks_id(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+async def read_all(bootstrap: str, topic: str) -> list[Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        out: list[Any] = []
+        while True:
+            batch = await consumer.getmany(timeout_ms=300)
+            if not batch:
+                return out
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+
+
+async def test_every_record_is_delivered_in_order_or_dead_lettered(
+        kafka_bootstrap: str, create_topic: Any) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    rng = random.Random(22)
+    actions_topic = await create_topic("actions", 3)
+    incidents_topic = await create_topic("incidents", 2)
+    deadletter_topic = await create_topic("notify-dl", 1)
+
+    # what is produced, per record key, in order: (topic, key, record or raw bytes)
+    produced: list[tuple[str, str, bytes]] = []
+    for n in range(24):
+        order = f"O{n:03d}"
+        for revision in (1, 2):
+            for kind in ("refund_label", "notify_buyer"):
+                produced.append((actions_topic, order,
+                                 orjson.dumps(action(order, kind, revision))))
+    for channel in ("veeqo", "buy_shipping", "ebay", ""):
+        for revision in (1, 2, 3):
+            produced.append((incidents_topic, f"usps:{channel}",
+                             orjson.dumps(incident(channel, revision))))
+    stuck_key = "O-STUCK"
+    for revision in (1, 2):
+        produced.append((actions_topic, stuck_key,
+                         orjson.dumps(action(stuck_key, "refund_label", revision))))
+    produced.append((actions_topic, "O-BAD", b'{"not": "a record"}'))
+    reject = {webhooks.idempotency_key(orjson.loads(produced[i][2])) for i in (5, 17, 40)}
+
+    receiver = Receiver(rng, reject, {stuck_key})
+    await receiver.start()
+    config = NotifyConfig(
+        url=f"http://127.0.0.1:{receiver.port}/hook", secret=SECRET,
+        topics=[actions_topic, incidents_topic], group=f"notify-test-{rng.random()}",
+        deadletter_topic=deadletter_topic, kafka=kafka_bootstrap, concurrency=6,
+        timeout=1.0, give_up_after=10.0, retry_base=0.1, max_retry_wait=1.0,
+        commit_interval=0.3, web_port=_free_port())
+    notifier = Notifier(config)
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(notifier.run(stop))
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic, key, value in produced:
+            await producer.send(topic, value, key=key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    expected = {webhooks.idempotency_key(orjson.loads(v)) for _, _, v in produced
+                if v.startswith(b'{"action_id') or v.startswith(b'{"incident_id')}
+    stuck = {webhooks.idempotency_key(orjson.loads(v)) for _, k, v in produced if k == stuck_key}
+    try:
+        # restart the receiver once a third has arrived: refused connections in between
+        deadline = time.monotonic() + 120
+        while len(receiver.received()) < len(expected) // 3:
+            assert time.monotonic() < deadline, "the receiver got too little"
+            assert not running.done(), running
+            await asyncio.sleep(0.05)
+        await receiver.stop()
+        await asyncio.sleep(1.5)
+        await receiver.start()
+
+        letters: list[dict[str, Any]] = []
+        while True:
+            assert not running.done(), running
+            letters = [orjson.loads(r.value) for r in
+                       await read_all(kafka_bootstrap, deadletter_topic)]
+            if len(receiver.received()) + len(letters) >= len(expected) + 1:
+                break
+            assert time.monotonic() < deadline, (
+                f"received {len(receiver.received())}, dead letters {len(letters)} "
+                f"of {len(expected) + 1}")
+            await asyncio.sleep(0.5)
+
+        # every record received or dead-lettered, none both, nothing else
+        lettered = {d["idempotency_key"] for d in letters}
+        assert receiver.received() | (lettered - {None}) == expected
+        assert receiver.received() & lettered == set()
+        assert lettered - {None} == reject | stuck
+        by_code = {d["idempotency_key"]: d for d in letters}
+        for idem in reject:
+            assert by_code[idem]["error"]["code"] == "rejected"
+            assert by_code[idem]["status"] == 422
+        for idem in stuck:
+            assert by_code[idem]["error"]["code"] == "gave_up"
+            assert by_code[idem]["status"] == 503
+            assert by_code[idem]["attempts"] >= 2
+        bad = by_code[None]
+        assert bad["error"]["code"] == "not_a_record"
+        assert base64.b64decode(bad["value_b64"]) == b'{"not": "a record"}'
+
+        # each key's records arrived in the order they were produced
+        for key, seen in receiver.accepted.items():
+            want = [webhooks.idempotency_key(orjson.loads(v)) for _, k, v in produced
+                    if k == key]
+            assert seen == [i for i in want if i in set(seen)], key
+
+        # every request signed right, with the record's own key
+        assert receiver.bad_signatures == 0 and receiver.bad_keys == 0
+        # the receiver misbehaved in each way
+        assert receiver.answers["503"] and receiver.answers["429"] and receiver.answers["422"]
+        # Retry-After: 1 was honoured (the record waited that long before its next attempt)
+        assert receiver.pauses and min(receiver.pauses) >= 0.95
+
+        # offsets: committed up to the end of every partition once all is finished
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            for _ in range(50):
+                committed = await admin.list_consumer_group_offsets(config.group)
+                if sum(m.offset for m in committed.values()) == len(produced):
+                    break
+                await asyncio.sleep(0.2)
+            assert sum(m.offset for m in committed.values()) == len(produced)
+        finally:
+            await admin.close()
+
+        # the web views
+        async with ClientSession() as http:
+            base = f"http://127.0.0.1:{config.web_port}"
+            async with http.get(f"{base}/health") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/ready") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+        finished = _metric_sum(text, "tracking_validator_notify_deliveries_total")
+        assert finished == len(produced)
+        assert _metric_sum(text, "tracking_validator_notify_deliveries_total",
+                           'outcome="dead_letter"') == len(letters)
+        assert _metric_sum(text, "tracking_validator_notify_attempts_total",
+                           'result="connection_error"') > 0 or receiver.answers["503"]
+        assert _metric_sum(text, "tracking_validator_notify_lag") == 0
+        assert "tracking_validator_notify_request_seconds_bucket" in text
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(running, 30)
+        await receiver.stop()
+
+
+def _metric_sum(text: str, name: str, label: str = "") -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            if sample.name == name and label in labels:
+                total += sample.value
+    return total
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
