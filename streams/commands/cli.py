@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "broker": "broker",
     "notify": "notify",
+    "console": "console",
+    "alerts": "alerts",
 }
 
 
