@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import random
 import time
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 
 SIGNATURE_HEADER = "X-Tracking-Validator-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -99,17 +99,15 @@ def backoff(attempt: int, base: float = 0.5, cap: float = 300.0,
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date); None if absent
-    or unreadable."""
+    or unreadable. (Not email.utils: it imports socket, which the core must not load.)"""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
+    try:  # an HTTP date, IMF-fixdate (RFC 9110: what senders generate)
+        when = datetime.strptime(value, "%a, %d %b %Y %H:%M:%S GMT").replace(tzinfo=UTC)
+    except ValueError:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
