@@ -263,8 +263,9 @@ class Console:
             given = request.query.get("token")
             if given is not None and self.token is not None and hmac.compare_digest(
                     f"Bearer {given}".encode("utf-8", "replace"), self.token):
-                answer = web.HTTPFound(request.rel_url.with_query(
-                    {k: v for k, v in request.query.items() if k != "token"}))
+                rest = request.rel_url.with_query(
+                    {k: v for k, v in request.query.items() if k != "token"})
+                answer = web.Response(status=302, headers={"Location": str(rest)})
                 answer.set_cookie(COOKIE, given, httponly=True, samesite="Strict")
                 return answer
             if not self._authorized(request):
