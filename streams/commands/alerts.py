@@ -112,6 +112,10 @@ async def follow(kafka: Any, topic: str, printer: Printer, from_start: bool,
                         await consumer.seek_to_end(*new)
                     else:
                         await consumer.seek_to_beginning(*new)
+                    if not assigned:
+                        where = "--from" if from_start else "now"
+                        print(f"alerts: following {topic} from {where}", file=sys.stderr,
+                              flush=True)
                     assigned = parts
                 first = False
             deadline = asyncio.get_running_loop().time() + 2.0
