@@ -314,3 +314,69 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_tls_is_verified_against_the_system_cas_or_the_ca_file(
+        kafka_bootstrap: str, create_topic: Any, tmp_path: Any) -> None:
+    """An https receiver with a throwaway CA: with --ca-file the record is delivered; with
+    the system's CAs the certificate is refused, retried as a connection error, given up."""
+    import ssl
+
+    from streams.local.broker import make_tls_material
+
+    make_tls_material(tmp_path, "127.0.0.1", "unused-password")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    got: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(request.headers[webhooks.IDEMPOTENCY_HEADER])
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/", hook)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}/"
+    topic = await create_topic("actions", 1)
+    try:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, orjson.dumps(action("O-TLS", "refund_label", 1)),
+                                         key=b"O-TLS")
+        finally:
+            await producer.stop()
+
+        for ca_file, group in ((str(tmp_path / "ca.pem"), "with-ca"), (None, "system-cas")):
+            deadletters = await create_topic(f"dl-{group}", 1)
+            notifier = Notifier(NotifyConfig(
+                url=url, secret=SECRET, topics=[topic], group=f"tls-{group}-{time.time_ns()}",
+                deadletter_topic=deadletters, kafka=kafka_bootstrap, timeout=2.0,
+                give_up_after=1.5, retry_base=0.1, max_retry_wait=0.5, commit_interval=0.2,
+                ca_file=ca_file))
+            stop = asyncio.Event()
+            task = asyncio.ensure_future(notifier.run(stop))
+            try:
+                deadline = time.monotonic() + 30
+                letters: list[Any] = []
+                while not (ca_file and got) and not letters:
+                    assert time.monotonic() < deadline and not task.done()
+                    await asyncio.sleep(0.2)
+                    if ca_file is None:
+                        letters = await read_all(kafka_bootstrap, deadletters)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 30)
+            if ca_file:
+                assert got == [webhooks.idempotency_key(action("O-TLS", "refund_label", 1))]
+            else:
+                letter = orjson.loads(letters[0].value)
+                assert letter["error"]["code"] == "gave_up" and letter["status"] is None
+                assert "certificate" in letter["error"]["message"].lower()
+                assert len(got) == 1  # nothing reached the receiver without the CA
+    finally:
+        await runner.cleanup()
