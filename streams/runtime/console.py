@@ -177,7 +177,16 @@ class Console:
             if tp in positions:
                 self.consumer.seek(tp, positions[tp])
         fresh = [tp for tp in wanted if tp not in positions]
-        if fresh:
+        if fresh and self.config.since is not None:
+            # records are published after their event time: one stamped before --from holds
+            # nothing from then on, so skip what precedes it rather than read and drop it
+            since_ms = int(self.config.since.timestamp() * 1000)
+            found = await self.consumer.offsets_for_times({tp: since_ms for tp in fresh})
+            ends = await self.consumer.end_offsets(fresh)
+            for tp in fresh:
+                at = found.get(tp)
+                self.consumer.seek(tp, at.offset if at is not None else ends[tp])
+        elif fresh:
             await self.consumer.seek_to_beginning(*fresh)
 
     async def _probe(self) -> None:

@@ -200,3 +200,28 @@ async def test_it_says_when_it_loses_the_broker_and_when_it_is_back(tmp_path: Pa
             await until(lambda s: len(s["alerts"]) == 2, 30)  # and it reads again
     finally:
         broker.stop()
+
+
+async def test_from_skips_records_published_before_it(
+        kafka_bootstrap: str, create_topic: Any) -> None:
+    from datetime import UTC, datetime
+
+    topic = await create_topic("alerts", 1)
+    await produce(kafka_bootstrap, topic, [alert(1, event_time="2025-01-01T00:00:00Z")])
+    await asyncio.sleep(1.1)
+    since = datetime.now(UTC)
+    await asyncio.sleep(0.1)
+    # published after --from, and its event time too: shown
+    await produce(kafka_bootstrap, topic, [alert(2, event_time="2099-01-01T00:00:00Z")])
+    config = ConsoleConfig(kafka=kafka_bootstrap, port=0, since=since,
+                           topics={"alert": topic, "incident": "none-i", "action": "none-a"})
+    async with running(config) as console, ClientSession() as http:
+        deadline = time.monotonic() + 15
+        while True:
+            async with http.get(console.url + "/api/state") as response:
+                state = await response.json()
+            if state["alerts"] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert [a["alert_id"] for a in state["alerts"]] == ["alert-2"]
+        assert state["records"] == 1  # the earlier record was never read
