@@ -380,3 +380,90 @@ async def test_tls_is_verified_against_the_system_cas_or_the_ca_file(
                 assert len(got) == 1  # nothing reached the receiver without the CA
     finally:
         await runner.cleanup()
+
+
+async def test_notifiers_of_one_group_share_the_partitions_through_rebalances(
+        kafka_bootstrap: str, create_topic: Any) -> None:
+    """A second notifier joins mid-run, then the first leaves: every revision arrives, each
+    key's in order of first receipt, and both took a share."""
+    topic = await create_topic("actions", 4)
+    seen: dict[str, list[str]] = defaultdict(list)
+    by_notifier: dict[str, set[str]] = defaultdict(set)
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        assert webhooks.verify(request.headers[webhooks.SIGNATURE_HEADER], body, SECRET)
+        record = orjson.loads(body)
+        await asyncio.sleep(0.1)  # slow: each notifier still has work when the other moves
+        idem = request.headers[webhooks.IDEMPOTENCY_HEADER]
+        if idem not in seen[record["order_id"]]:
+            seen[record["order_id"]].append(idem)
+        by_notifier[request.match_info["name"]].add(idem)
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/{name}", hook)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+
+    from aiokafka import AIOKafkaProducer
+
+    produced: dict[str, list[str]] = defaultdict(list)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for revision in range(1, 7):
+            for n in range(40):
+                record = action(f"G{n:02d}", "notify_buyer", revision)
+                produced[record["order_id"]].append(webhooks.idempotency_key(record))
+                await producer.send(topic, orjson.dumps(record), key=record["order_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    total = sum(len(v) for v in produced.values())
+
+    group = f"share-{time.time_ns()}"
+
+    def notifier(name: str) -> Notifier:  # each posts to its own path: who sent what
+        return Notifier(NotifyConfig(
+            url=url + name, secret=SECRET, topics=[topic], group=group,
+            deadletter_topic=f"{topic}-dl", kafka=kafka_bootstrap, concurrency=2,
+            commit_interval=0.2))
+
+    def received() -> int:
+        return sum(len(v) for v in seen.values())
+
+    async def until(count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while received() < count:
+            assert time.monotonic() < deadline, received()
+            await asyncio.sleep(0.05)
+
+    first, second = notifier("a"), notifier("b")
+    stops = [asyncio.Event(), asyncio.Event()]
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        tasks.append(asyncio.ensure_future(first.run(stops[0])))
+        await until(total // 4)
+        tasks.append(asyncio.ensure_future(second.run(stops[1])))
+        deadline = time.monotonic() + 30
+        while not (second.ready and second.consumer.assignment()):
+            assert time.monotonic() < deadline, "the second notifier got no partitions"
+            await asyncio.sleep(0.05)
+        assert received() < total, "too fast: the first finished before the second joined"
+        stops[0].set()  # the first leaves: its partitions go to the second
+        await asyncio.wait_for(tasks[0], 30)
+        await until(total, 90)
+    finally:
+        for stop in stops:
+            stop.set()
+        for task in tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 30)
+        await runner.cleanup()
+    for order, want in produced.items():
+        assert seen[order] == want, order
+    assert by_notifier["a"] and by_notifier["b"]
+
