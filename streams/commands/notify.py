@@ -44,6 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "tracking-validator-notify)")
     add("--deadletter-topic", default="tracking.notify.deadletter",
         help="where rejected and given-up records go (default tracking.notify.deadletter)")
+    add("--partitions", type=int, default=3,
+        help="partitions of the dead-letter topic when notify creates it (default 3)")
+    add("--replication", type=int, default=1,
+        help="replication factor of the dead-letter topic when notify creates it (default 1, "
+        "as the worker's)")
     add("--concurrency", type=int, default=16,
         help="requests in flight at most (different keys in parallel; default 16)")
     add("--timeout", type=_duration, default=10.0,
@@ -84,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"{SECRET_ENV} must hold the signing secret")
     if args.concurrency < 1:
         problems.append("--concurrency must be at least 1")
+    if args.partitions < 1 or args.replication < 1:
+        problems.append("--partitions and --replication must be at least 1")
     if args.ca_file and not os.path.isfile(args.ca_file):
         problems.append(f"--ca-file {args.ca_file}: no such file")
     if problems:
@@ -100,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         deadletter_topic=args.deadletter_topic, kafka=kafka, concurrency=args.concurrency,
         timeout=args.timeout, give_up_after=args.give_up_after,
         max_retry_wait=args.max_retry_wait, ca_file=args.ca_file, web_host=args.web_host,
-        web_port=args.web_port)
+        web_port=args.web_port, deadletter_partitions=args.partitions,
+        deadletter_replication=args.replication)
 
     async def main() -> int:
         stop = asyncio.Event()

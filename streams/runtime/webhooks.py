@@ -81,7 +81,8 @@ class NotifyConfig:
     commit_interval: float = 1.0
     web_host: str = "127.0.0.1"
     web_port: int = 0  # 0: no /metrics, /health, /ready
-    deadletter_partitions: int = 3
+    deadletter_partitions: int = 3  # when the dead-letter topic is created here
+    deadletter_replication: int = 1
 
 
 class NotifyMetrics:
@@ -185,7 +186,8 @@ class Notifier:
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
         cfg = self.config
-        await ensure_topics(self.kafka, [cfg.deadletter_topic], cfg.deadletter_partitions)
+        await ensure_topics(self.kafka, [cfg.deadletter_topic], cfg.deadletter_partitions,
+                            cfg.deadletter_replication)
         notifier = self
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
