@@ -284,6 +284,7 @@ def _refresh_group(ctx: _Context, key: str, settings: Settings,
     mark = ctx.watermark()
     records = incident_records(ctx.group(key).facts.values(), mark.ts, settings)
     state = ctx.incidents(key)
+    published = len(out)
     current = {r["incident_id"] for r in records}
     for record in records:
         _publish(state.published, record["incident_id"], record, out)
@@ -293,8 +294,10 @@ def _refresh_group(ctx: _Context, key: str, settings: Settings,
         if record["status"] != RETRACTED:
             record.update(status=RETRACTED, actions=[])
             _publish(state.published, incident_id, record, out)
-    state.spans = [span_of(r) for r in records]
-    ctx.touch(incident_key(key))
+    spans = [span_of(r) for r in records]
+    if len(out) > published or spans != state.spans:  # else nothing to write back
+        state.spans = spans
+        ctx.touch(incident_key(key))
     is_open = any(r["status"] == "open" for r in records)
     groups = set(mark.open_groups)
     if is_open != (key in groups):
@@ -309,7 +312,7 @@ def span_of(record: dict[str, Any]) -> Span:
 
 def _refresh_order(ctx: _Context, key: str, out: list[dict[str, Any]]) -> None:
     order = ctx.order(key)
-    ctx.touch(key)
+    published = len(out)
     spans_of: dict[str, list[Span]] = {}
 
     def spans(carrier: str, channel: str) -> list[Span]:
@@ -327,6 +330,8 @@ def _refresh_order(ctx: _Context, key: str, out: list[dict[str, Any]]) -> None:
         if record["status"] != CANCELLED:
             record.update(status=CANCELLED, alert_ids=[])
             _publish(order.published, action, record, out)
+    if len(out) > published:
+        ctx.touch(key)
 
 
 def _publish(published: dict[str, Published], name: str, record: dict[str, Any],

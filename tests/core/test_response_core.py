@@ -197,7 +197,8 @@ def test_step_resolves_on_a_watermark_advance_and_ignores_a_lower_one() -> None:
     [opened] = store.incidents.values()
     assert (opened["status"], opened["revision"]) == ("open", 1)
     resolve = epoch(BASE) + 7 * HOUR
-    assert store.feed(Watermark(resolve - 1)).incidents == []  # nothing changes but the mark
+    early = store.feed(Watermark(resolve - 1))
+    assert early.incidents == [] and set(early.states) == {"w"}  # nothing changes but the mark
     result = store.feed(Watermark(resolve))
     [resolved] = result.incidents
     assert (resolved["status"], resolved["revision"], resolved["resolved_at"]) == (
@@ -369,13 +370,15 @@ def test_step_returns_state_bytes_and_deletes_what_is_empty() -> None:
     a = alert("lbl-1", 5, "s1", order="o-1")
     window = epoch(at(5)) // 3600
     result = store.feed(a)
+    # no incident: nothing written under i|
     assert set(result.states) == {f"a|{a['alert_id']}", "g|usps|buy_shipping", "o|o-1",
-                                  f"l|usps|buy_shipping|{window}", "i|usps|buy_shipping"}
-    assert result.states["i|usps|buy_shipping"] is None  # no incident: nothing to keep
-    assert all(isinstance(v, bytes) for k, v in result.states.items() if k[0] != "i")
+                                  f"l|usps|buy_shipping|{window}"}
+    assert all(isinstance(v, bytes) for v in result.states.values())
     # retracted: the group and link keys have nothing left; the order keeps what it published
     result = store.feed(retracted(a))
     assert result.states["g|usps|buy_shipping"] is None
     assert result.states[f"l|usps|buy_shipping|{window}"] is None
     assert isinstance(result.states["o|o-1"], bytes)
     assert set(store.states) == {f"a|{a['alert_id']}", "o|o-1"}
+    # a watermark advance that changes no incident writes only the watermark
+    assert set(store.feed(Watermark(epoch(at(600)))).states) == {"w"}
