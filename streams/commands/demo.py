@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,6 +50,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "--exit-after-sample (default 120)")
     parser.add_argument("--worker-log", type=Path, default=None,
                         help="file for the worker's log (default: a temporary file)")
+    parser.add_argument("--console-port", type=int, default=8080,
+                        help="port of the live console (`tracking-validator console`) on "
+                        "127.0.0.1; another free one when taken, -1 for no console "
+                        "(default 8080)")
 
 
 # ---------------------------------------------------------------- a worker in a subprocess
@@ -333,6 +338,8 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
         try:
             kafka = _kafka(args, bootstrap)
             await _wait_topics(kafka, list(topics.values()), worker)
+            console_stop = asyncio.Event()
+            console = await _start_console(args, kafka, prefix, topics, web_port, console_stop)
             consumer = AIOKafkaConsumer(
                 topics["alerts"], topics["deadletter"],
                 bootstrap_servers=kafka.bootstrap, group_id=None, auto_offset_reset="earliest",
@@ -350,6 +357,10 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
                                           lookup)
             finally:
                 await consumer.stop()
+                console_stop.set()
+                if console is not None:
+                    with contextlib.suppress(Exception):
+                        await console
         finally:
             rc = worker.stop()
             print(f"worker stopped (exit {rc})", file=sys.stderr)
@@ -400,6 +411,35 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: set[str]
                       f"missing, {len(open_ids - expected)} unexpected open", file=sys.stderr)
                 return 1
     return 130 if args._signal == signal.SIGINT else 0
+
+
+async def _start_console(args: argparse.Namespace, kafka: Any, prefix: str,
+                         topics: dict[str, str], web_port: int,
+                         stop: asyncio.Event) -> asyncio.Future[None] | None:
+    """The live console on the demo's topics, its URL printed; None with --console-port -1."""
+    if args.console_port < 0:
+        return None
+    from streams.runtime.console import Console, ConsoleConfig
+
+    port = args.console_port
+    for attempt in (port, 0):  # the asked port, else any free one
+        console = Console(ConsoleConfig(
+            kafka=kafka, port=attempt, worker_urls=[f"http://127.0.0.1:{web_port}"],
+            since=datetime(1970, 1, 1, tzinfo=UTC),  # the whole sample, however old
+            topics={"alert": topics["alerts"], "incident": f"{prefix}tracking.incidents",
+                    "action": f"{prefix}tracking.actions"}))
+        started = asyncio.Event()
+        task = asyncio.ensure_future(console.run(stop, started))
+        waiting = asyncio.ensure_future(started.wait())
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if started.is_set():
+            print(f"console: {console.url}/", file=sys.stderr, flush=True)
+            return task
+        waiting.cancel()
+        failure = task.exception()
+        if not isinstance(failure, OSError) or attempt == 0:
+            raise failure or RuntimeError("the console stopped while starting")
+    return None
 
 
 def _free_port() -> int:

@@ -10,8 +10,9 @@ Formats: csv (one row per seller; then, after a blank line, an incidents section
 own header), json (totals, sellers with their order ids, hourly timeline, incidents), html
 (one self-contained page: inline CSS and SVG, nothing fetched; a band per incident over the
 timeline, and a table of them). Incidents are read from `--incidents PATH` (scan's
---incidents output or a dump of tracking.incidents), else derived from the alerts with the
---incident-* settings (see streams/tools/impact.py).
+--incidents output, `-` for stdin) or `--incidents-topic` (tracking.incidents, read like the
+alerts topic), else derived from the alerts with the --incident-* settings (see
+streams/tools/impact.py).
 """
 
 from __future__ import annotations
@@ -59,9 +60,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("csv", "json", "html"), default="csv")
     parser.add_argument("--output", metavar="PATH", help="write here instead of stdout")
     parser.add_argument("--title", default="Tracking number incident impact", help="HTML title")
-    parser.add_argument("--incidents", metavar="PATH",
-                        help="incident records (JSON Lines, - = stdin) to show instead of "
-                        "deriving them from the alerts")
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument("--incidents", metavar="PATH",
+                       help="incident records (JSON Lines, - = stdin) to show instead of "
+                       "deriving them from the alerts")
+    given.add_argument("--incidents-topic", metavar="TOPIC",
+                       help="read the incident records from this topic (e.g. "
+                       "tracking.incidents) instead")
     response_settings.add_arguments(parser)
 
 
@@ -75,16 +80,22 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 async def _load_topic(kafka: Any, topic: str) -> list[dict[str, Any]]:
+    alerts: list[dict[str, Any]] = []
+    for offset, value in await _read_topic(kafka, topic):
+        alerts.extend(impact.read_alerts([value], f"{topic}@{offset}"))
+    return alerts
+
+
+async def _read_topic(kafka: Any, topic: str) -> list[tuple[int, bytes]]:
+    """(offset, value) of every record, from the beginning to the end offsets at start."""
     from streams.runtime.kafka_io import read_to_end
 
     def on_start(total: int, missing: list[str]) -> None:
         if missing:
             raise impact.AlertsError(f"no such topic: {', '.join(missing)}")
 
-    alerts: list[dict[str, Any]] = []
-    async for record in read_to_end(kafka, [topic], on_start=on_start):
-        alerts.extend(impact.read_alerts([record.value or b""], f"{topic}@{record.offset}"))
-    return alerts
+    return [(record.offset, record.value or b"")
+            async for record in read_to_end(kafka, [topic], on_start=on_start)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
         alerts = _load(args)
         if args.incidents:
             incidents = _load_incidents(args)
+        elif args.incidents_topic:
+            read = asyncio.run(_read_topic(config_from_args(args), args.incidents_topic))
+            incidents = impact.read_incidents([value for _, value in read],
+                                              args.incidents_topic, args.since, args.until)
         else:
             incidents = impact.incidents_of(alerts, settings, args.since, args.until)
     except (OSError, ValueError, KafkaUnavailable) as exc:  # AlertsError, KafkaConfigError

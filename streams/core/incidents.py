@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import heapq
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -151,11 +152,14 @@ def _record(by_window: dict[int, list[Fact]], first: int, last: int, watermark: 
     is_open = watermark < resolves
     carrier, channel = members[0].carrier, members[0].channel
     started_at = rfc3339(started)
-    costs: dict[str, tuple[str | None, str | None]] = {}
-    for f in sorted(members, key=lambda f: (f.label_id, f.alert_id)):
-        costs.setdefault(f.label_id, (f.amount, f.currency))
+    # each label's cost once: that of its alert with the smallest id (its alerts agree)
+    cost_of: dict[str, Fact] = {}
+    for f in members:
+        have = cost_of.get(f.label_id)
+        if have is None or f.alert_id < have.alert_id:
+            cost_of[f.label_id] = f
     owed: dict[str, Decimal] = {}
-    for amount, currency in costs.values():
+    for amount, currency in ((f.amount, f.currency) for f in cost_of.values()):
         if amount is None or currency is None:
             continue
         try:
@@ -168,12 +172,13 @@ def _record(by_window: dict[int, list[Fact]], first: int, last: int, watermark: 
         in_window = by_window.get(w, ())
         windows.append({"start": rfc3339(w * width), "alerts": len(in_window),
                         "sellers": len({f.seller_id for f in in_window})})
-    sample: list[str] = []
-    for f in sorted(members, key=lambda f: (f.t, f.tracking_number)):
-        if f.tracking_number not in sample:
-            sample.append(f.tracking_number)
-            if len(sample) == SAMPLE_SIZE:
-                break
+    # a number's place is its earliest label time: the first SAMPLE_SIZE distinct numbers
+    first_seen: dict[str, int] = {}
+    for f in members:
+        if f.t < first_seen.get(f.tracking_number, f.t + 1):
+            first_seen[f.tracking_number] = f.t
+    sample = [number for _, number in
+              heapq.nsmallest(SAMPLE_SIZE, ((t, n) for n, t in first_seen.items()))]
     return {
         "incident_id": incident_id(carrier, channel, started_at),
         "carrier": carrier,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams.core.detection import ACTIONS
-from streams.core.response import StepResult, Watermark, step
+from streams.core.response import StepResult, Watermark, step, step_many
 from streams.core.settings import Settings
 
 BASE = datetime(2025, 2, 24, tzinfo=UTC)  # an epoch-aligned hour: windows start here
@@ -82,7 +82,12 @@ class Store:
         self.published: list[dict[str, Any]] = []
 
     def feed(self, item: dict[str, Any] | Watermark) -> StepResult:
-        result = step(self.states.get, item, self.settings)
+        return self._apply(step(self.states.get, item, self.settings))
+
+    def feed_many(self, items: list[dict[str, Any] | Watermark]) -> StepResult:
+        return self._apply(step_many(self.states.get, items, self.settings))
+
+    def _apply(self, result: StepResult) -> StepResult:
         for key, value in result.states.items():
             if value is None:
                 self.states.pop(key, None)

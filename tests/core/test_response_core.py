@@ -12,7 +12,7 @@ import jsonschema
 from response_helpers import BASE, Store, alert, at, epoch, retracted, ts, without
 
 from streams.core import schema
-from streams.core.response import Watermark, derive, step
+from streams.core.response import Watermark, derive
 from streams.core.settings import Settings
 
 HOUR = 3600
@@ -197,7 +197,8 @@ def test_step_resolves_on_a_watermark_advance_and_ignores_a_lower_one() -> None:
     [opened] = store.incidents.values()
     assert (opened["status"], opened["revision"]) == ("open", 1)
     resolve = epoch(BASE) + 7 * HOUR
-    assert store.feed(Watermark(resolve - 1)).incidents == []  # nothing changes but the mark
+    early = store.feed(Watermark(resolve - 1))
+    assert early.incidents == [] and set(early.states) == {"w"}  # nothing changes but the mark
     result = store.feed(Watermark(resolve))
     [resolved] = result.incidents
     assert (resolved["status"], resolved["revision"], resolved["resolved_at"]) == (
@@ -365,8 +366,19 @@ def test_an_action_links_the_incident_whose_span_holds_its_labels_time() -> None
 
 
 def test_step_returns_state_bytes_and_deletes_what_is_empty() -> None:
-    states: dict[str, bytes] = {}
+    store = Store()
     a = alert("lbl-1", 5, "s1", order="o-1")
-    result = step(states.get, a, SETTINGS)
-    assert set(result.states) == {f"a|{a['alert_id']}", "g|usps|buy_shipping", "o|o-1"}
+    window = epoch(at(5)) // 3600
+    result = store.feed(a)
+    # no incident: nothing written under i|
+    assert set(result.states) == {f"a|{a['alert_id']}", "g|usps|buy_shipping", "o|o-1",
+                                  f"l|usps|buy_shipping|{window}"}
     assert all(isinstance(v, bytes) for v in result.states.values())
+    # retracted: the group and link keys have nothing left; the order keeps what it published
+    result = store.feed(retracted(a))
+    assert result.states["g|usps|buy_shipping"] is None
+    assert result.states[f"l|usps|buy_shipping|{window}"] is None
+    assert isinstance(result.states["o|o-1"], bytes)
+    assert set(store.states) == {f"a|{a['alert_id']}", "o|o-1"}
+    # a watermark advance that changes no incident writes only the watermark
+    assert set(store.feed(Watermark(epoch(at(600)))).states) == {"w"}

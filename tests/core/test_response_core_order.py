@@ -81,6 +81,36 @@ def test_any_order_of_items_ends_with_derives_records(history: tuple[list[Any], 
         VALIDATORS[name].validate({**record, "detected_at": "2025-02-24T00:00:00Z"})
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(), st.data())
+def test_any_batching_through_step_many_ends_with_derives_records(
+        history: tuple[list[Any], int], data: st.DataObject) -> None:
+    """The batched step: the same items cut into batches of any sizes, each batch applied
+    at once (a repeated item may fall in the same batch), end where derive is."""
+    items, watermark = history
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(items) - 1)), max_size=8)))
+    store = Store(SETTINGS)
+    for lo, hi in zip([0, *cuts], [*cuts, len(items)], strict=True):
+        store.feed_many(items[lo:hi])
+    incidents, actions = store.final()
+    expected_incidents, expected_actions = derive(
+        [i for i in items if isinstance(i, dict)], watermark, SETTINGS)
+    assert without(incidents, "revision") == without(expected_incidents, "revision")
+    assert without(actions, "revision") == without(expected_actions, "revision")
+
+
+def test_a_batch_publishes_each_changed_record_once_with_its_final_fields() -> None:
+    alerts = [alert(f"l{i}", 5 * i, f"s{i % 2}", order="o") for i in range(4)]
+    store = Store(SETTINGS)
+    result = store.feed_many([*alerts, alerts[0], Watermark(epoch(BASE) + 10 * 3600)])
+    [incident] = result.incidents
+    assert (incident["revision"], incident["alerts"], incident["status"]) == (1, 4, "resolved")
+    assert sorted((r["action"], r["revision"], len(r["alert_ids"])) for r in result.actions) == [
+        ("fund_a_to_z_claim", 1, 4), ("notify_buyer", 1, 4), ("protect_account_health", 1, 4),
+        ("refund_label", 1, 4)]
+    assert store.feed_many([*alerts, Watermark(epoch(BASE))]).states == {}  # all seen
+
+
 def test_the_property_sees_incidents_and_actions() -> None:
     """The generator is not vacuous: a plain history of it has both."""
     alerts = [alert(f"l{i}", 5 * i, f"s{i % 2}", order=f"o{i % 3}") for i in range(4)]
