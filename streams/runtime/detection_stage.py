@@ -183,6 +183,9 @@ class Stage:
         # published goes there too, and the watermark once the frames behind it are durable
         self.forward_topic: str | None = config.response_topic_name if config.response else None
         self.forwarded_watermark = 0
+        self.forwarded_alerts = 0  # alert revisions sent to the response stage since the
+        # last watermark record: a watermark record follows them (it closes the response
+        # stage's batch, streams.runtime.response_stage)
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.metrics: Metrics | None = None
         self.overlay: dict[bytes, bytes | None] = {}
@@ -244,16 +247,21 @@ class Stage:
         if self.forward_topic is not None:
             futures.append(await self.producer.send(self.forward_topic, value,
                                                     key=FORWARD_ALERT, partition=0))
+            self.forwarded_alerts += 1
             if self.metrics is not None:
                 self.metrics.response_records.labels("sent").inc()
 
     async def _forward_watermark(self, batch: list[Pending]) -> asyncio.Future[Any] | None:
         """The greatest event time of the frames about to be durable, to the response stage,
-        after their alerts (same partition: it reads them first)."""
-        watermark = max(p.watermark for p in batch)
-        if self.forward_topic is None or watermark <= self.forwarded_watermark:
+        after their alerts (same partition: it reads them first): when it advanced, or when
+        alerts were sent since the last one (the record closes the response stage's batch;
+        one not above the stored watermark changes nothing there)."""
+        watermark = max(max(p.watermark for p in batch), self.forwarded_watermark)
+        if self.forward_topic is None or (watermark <= self.forwarded_watermark
+                                          and not self.forwarded_alerts):
             return None
         self.forwarded_watermark = watermark
+        self.forwarded_alerts = 0
         if self.metrics is not None:
             self.metrics.response_records.labels("sent").inc()
         return await self.producer.send(self.forward_topic, str(watermark).encode(),

@@ -43,7 +43,7 @@ class Lifecycle:
             "replay_progress": None}
         self.watchdog = Watchdog(config.stall_seconds)
         self.stages: list[Any] = []  # each has .producer, .last_work, drain(), stop()
-        # input topic -> the stage reading it (the watchdog's and the seek guard's topics)
+        # input topic -> the stage reading it (the seek guard's topics)
         self.stage_topics: dict[str, Any] = {}
         self.services: list[Any] = []  # started once Faust runs, stopped first: start(), stop()
         self.app: Any = None
@@ -162,7 +162,7 @@ class Lifecycle:
     # ------------------------------------------------------------ the stall watchdog
 
     async def watch(self) -> None:
-        """The stall watchdog (streams.runtime.watchdog) over the stages' input partitions."""
+        """The stall watchdog (streams.runtime.watchdog) over the internal topic's partitions."""
         period = max(0.5, min(5.0, self.config.stall_seconds / 3))
         while True:
             await asyncio.sleep(period)
@@ -176,13 +176,14 @@ class Lifecycle:
     async def check_stalls(self) -> None:
         config, watchdog = self.config, self.watchdog
         consumer = self.app.consumer
-        stages = self.stage_topics
-        mine = {tp for tp in consumer.assignment() if tp.topic in stages}
+        # the internal topic only: the response stage may wait, with lag and nothing to do,
+        # for the record that closes its batch (streams.runtime.response_stage)
+        mine = {tp for tp in consumer.assignment() if tp.topic == config.internal_topic_name}
         watchdog.forget(mine)
         now = time.monotonic()
+        last_work = self.stages[0].last_work
         for tp in sorted(mine):
             committed = consumer._committed_offset.get(tp)
-            last_work = stages[tp.topic].last_work
             if not watchdog.observe(tp, committed, consumer.highwater(tp),
                                     last_work.get(tp.partition), now):
                 continue

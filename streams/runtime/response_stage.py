@@ -14,8 +14,14 @@ watermark, never the wall clock). Alerts are rare next to events, so one partiti
 worker at a time, is enough and makes the response one sequence. Its state (per group, per
 order, the watermark) is a Faust RocksDB table of one partition with its changelog.
 
-Records are applied in batches (up to BATCH_MAX, or BATCH_WAIT seconds after the first):
-the core then recomputes a group's incidents once per batch instead of once per alert.
+Records are applied in batches (`response.step_many`): the core then recomputes a group's
+incidents once per batch instead of once per alert, and a record changed twice in a batch is
+published once. A batch ends at a watermark record (the detection stage sends one after the
+alerts of each batch of frames it makes durable) or at BATCH_MAX records, counted by offset:
+so the cuts are a function of the topic's content, and a restart (which resumes at a
+committed offset, always a batch's end: a batch is acked whole) cuts the same batches again
+and publishes the same revisions with the same fields. A batch not yet closed is never
+flushed early (not on a stop nor a revoke): it is read again.
 
 Delivery is at least once, as for the alerts (the detection stage's machinery, `Stage`): per
 batch the incident and action revisions are produced and acknowledged, then the new states
@@ -53,10 +59,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Records applied in one step: a batch is cut at BATCH_MAX records or BATCH_WAIT seconds
-# after its first (the incident revision's latency budget is 5 s from its alert)
+# Records applied in one step at most (a batch ends earlier at a watermark record)
 BATCH_MAX = 500
-BATCH_WAIT = 0.1
 
 
 def decode_item(key: bytes | None, value: bytes) -> Any:
@@ -85,81 +89,67 @@ class ResponseStage(Stage):
         self.bad = 0  # records skipped as unreadable
         self.batch: list[tuple[bytes | None, bytes, Any]] = []
         self.batch_max = BATCH_MAX
-        self.batch_wait = BATCH_WAIT
-        self._flusher: asyncio.Future[None] | None = None
-        self._lock = asyncio.Lock()
 
     async def apply(self, key: bytes | None, value: bytes, event: Any = None) -> None:
-        """Take one input record; records are applied in batches (`batch_max` or after
-        `batch_wait` seconds): the core then refreshes a group once per batch, not once per
-        alert (the stage's CPU), and a record changed twice in a batch is published once."""
+        """Take one input record; a batch is applied at its end (module docstring)."""
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_loop())
         self.last_work[0] = time.monotonic()
         self.batch.append((key, value, event))
-        if len(self.batch) >= self.batch_max:
+        if key == FORWARD_WATERMARK or len(self.batch) >= self.batch_max:
             await self.flush()
-        elif self._flusher is None:
-            self._flusher = asyncio.ensure_future(self._flush_later())
 
-    async def _flush_later(self) -> None:
-        try:
-            await asyncio.sleep(self.batch_wait)
-            self._flusher = None
-            await self.flush()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self.on_fatal(exc)
-            raise
+    def forget_batch(self) -> None:
+        """The open batch is dropped (its partition is revoked: its records, not acked, are
+        read again from the committed offset, by this worker or another)."""
+        self.batch = []
 
     async def flush(self) -> None:
         """Apply the batch, publish its records, queue it for the writer (durable, acked)."""
-        async with self._lock:
-            batch, self.batch = self.batch, []
-            if not batch:
-                return
-            items: list[Any] = []
-            watermark = None  # the batch's greatest, applied once after its alerts
-            for key, value, _ in batch:
-                try:
-                    item = decode_item(key, value)
-                    if isinstance(item, response.Watermark):
-                        watermark = item if watermark is None or item.ts > watermark.ts \
-                            else watermark
-                    else:
-                        items.append(item)
-                except (ValueError, orjson.JSONDecodeError) as exc:
-                    # the stage's own topic: a record it cannot read is a writer's bug;
-                    # skipping it (logged) keeps the response going instead of stopping
-                    # every worker on it
-                    self.bad += 1
-                    log.error("response stage: record skipped, %s: %r", exc, value[:200])
-            if watermark is not None:
-                # a watermark refreshes every group with an open incident: once per batch
-                # (the detection stage sends one per durable batch of frames). The final
-                # records depend only on the alerts' highest revisions and the greatest
-                # watermark, not on their order (streams.core.response)
-                items.append(watermark)
-            states, incidents, actions = self._step(items)
-            c = self.config
-            futures: list[asyncio.Future[Any]] = []
-            published: list[tuple[int, dict[str, Any]]] = []
-            for incident in incidents:
-                stamped = stamp_alert(incident)
-                futures.append(await self.producer.send(
-                    c.incidents_topic, dumps(stamped),
-                    key=f"{stamped['carrier']}:{stamped['channel']}".encode()))
-                published.append((0, stamped))
-            for action in actions:
-                stamped = stamp_alert(action)
-                futures.append(await self.producer.send(
-                    c.actions_topic, dumps(stamped), key=stamped["order_id"].encode()))
-                published.append((0, stamped))
-            self.overlay.update(states)
-            await self.queue.put(Pending(0, states, published, futures,
-                                         [event for _, _, event in batch if event is not None],
-                                         len(batch)))
+        batch, self.batch = self.batch, []
+        if not batch:
+            return
+        items: list[Any] = []
+        watermark = None  # the batch's greatest, applied once after its alerts
+        for key, value, _ in batch:
+            try:
+                item = decode_item(key, value)
+                if isinstance(item, response.Watermark):
+                    watermark = item if watermark is None or item.ts > watermark.ts \
+                        else watermark
+                else:
+                    items.append(item)
+            except (ValueError, orjson.JSONDecodeError) as exc:
+                # the stage's own topic: a record it cannot read is a writer's bug;
+                # skipping it (logged) keeps the response going instead of stopping
+                # every worker on it
+                self.bad += 1
+                log.error("response stage: record skipped, %s: %r", exc, value[:200])
+        if watermark is not None:
+            # a watermark refreshes every group with an open incident: once per batch
+            # (the detection stage sends one per durable batch of frames). The final
+            # records depend only on the alerts' highest revisions and the greatest
+            # watermark, not on their order (streams.core.response)
+            items.append(watermark)
+        states, incidents, actions = self._step(items)
+        c = self.config
+        futures: list[asyncio.Future[Any]] = []
+        published: list[tuple[int, dict[str, Any]]] = []
+        for incident in incidents:
+            stamped = stamp_alert(incident)
+            futures.append(await self.producer.send(
+                c.incidents_topic, dumps(stamped),
+                key=f"{stamped['carrier']}:{stamped['channel']}".encode()))
+            published.append((0, stamped))
+        for action in actions:
+            stamped = stamp_alert(action)
+            futures.append(await self.producer.send(
+                c.actions_topic, dumps(stamped), key=stamped["order_id"].encode()))
+            published.append((0, stamped))
+        self.overlay.update(states)
+        await self.queue.put(Pending(0, states, published, futures,
+                                     [event for _, _, event in batch if event is not None],
+                                     len(batch)))
 
     def _step(self, items: list[Any]) -> tuple[dict[bytes, bytes | None], list[Any], list[Any]]:
         """The core over the batch: states (bytes keys), incident and action records."""
@@ -186,16 +176,6 @@ class ResponseStage(Stage):
             incidents += result.incidents
             actions += result.actions
         return local, incidents, actions
-
-    async def drain(self) -> None:
-        await self.flush()
-        await super().drain()
-
-    async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        await super().stop()
 
     def _published(self, batch: list[Pending]) -> None:
         for p in batch:
@@ -235,6 +215,8 @@ def attach(app: faust.App, config: StreamConfig, metrics: Metrics,
     async def _drain_before_revoke(app: Any, revoked: Any, **kwargs: Any) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stage.drain(), timeout=config.session_timeout / 2)
+        if any(tp.topic == config.response_topic_name for tp in revoked):
+            stage.forget_batch()
 
     @app.agent(topic, name="respond", concurrency=1)
     async def respond(stream: faust.StreamT) -> None:
