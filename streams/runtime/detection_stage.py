@@ -44,10 +44,11 @@ if TYPE_CHECKING:
 HOLDABLE = frozenset({detection.DUPLICATE_TRACKING, detection.PREVIOUSLY_USED,
                       detection.DESTINATION_MISMATCH, detection.VOIDED_LABEL_SCANNED})
 RETRACTED = detection.RETRACTED
-# keys of the records on the response stage's input: an alert revision (the JSON published
-# on the alerts topic) or a watermark (epoch seconds, ASCII)
-FORWARD_ALERT = b"alert"
-FORWARD_WATERMARK = b"watermark"
+# The response stage's input (streams.runtime.response_stage): per durable batch of frames,
+# one record {"watermark": epoch seconds, "alerts": [the alert revisions published, as on
+# the alerts topic]}, in records of at most FORWARD_MAX_ALERTS alerts
+FORWARD_KEY = b"batch"
+FORWARD_MAX_ALERTS = 200
 TABLE_ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2,
                          "block_cache_size": 8 << 20}
 
@@ -145,8 +146,8 @@ class Pending:
     """A frame applied but not yet durable: its alerts are in flight, its states are in the
     overlay; the writer makes it durable and then acks its Faust event."""
 
-    __slots__ = ("alerts", "due", "event", "events", "futures", "held", "partition", "states",
-                 "watermark")
+    __slots__ = ("alerts", "due", "event", "events", "forwards", "futures", "held", "partition",
+                 "states", "watermark")
 
     def __init__(self, partition: int, states: dict[bytes, bytes | None],
                  alerts: list[tuple[int, dict[str, Any]]], futures: list[asyncio.Future[Any]],
@@ -155,6 +156,7 @@ class Pending:
         self.held = held or []  # alerts held back until `due` (monotonic), then published
         self.due = due
         self.watermark = watermark  # the greatest event time of the frame's events
+        self.forwards: list[bytes] = []  # its published alerts' JSON, for the response stage
         self.partition = partition
         self.states = states
         self.alerts = alerts  # (input record timestamp ms, alert)
@@ -183,9 +185,6 @@ class Stage:
         # published goes there too, and the watermark once the frames behind it are durable
         self.forward_topic: str | None = config.response_topic_name if config.response else None
         self.forwarded_watermark = 0
-        self.forwarded_alerts = 0  # alert revisions sent to the response stage since the
-        # last watermark record: a watermark record follows them (it closes the response
-        # stage's batch, streams.runtime.response_stage)
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
         self.metrics: Metrics | None = None
         self.overlay: dict[bytes, bytes | None] = {}
@@ -229,43 +228,44 @@ class Stage:
                 else:
                     now_alerts.append(item)
         futures: list[asyncio.Future[Any]] = []
+        pending = Pending(partition, result.states, now_alerts, futures, event,
+                          result.events, held, time.monotonic() + c.alert_hold, watermark)
         for _, alert in now_alerts:
-            await self._publish(alert, futures)
+            await self._publish(alert, pending)
         overlay.update(result.states)
-        await self.queue.put(Pending(partition, result.states, now_alerts, futures, event,
-                                     result.events, held, time.monotonic() + c.alert_hold,
-                                     watermark))
+        await self.queue.put(pending)
 
-    async def _publish(self, alert: dict[str, Any], futures: list[asyncio.Future[Any]],
-                       ) -> None:
-        """Send an alert revision (and its copy to the response stage); their deliveries are
-        appended to `futures`."""
+    async def _publish(self, alert: dict[str, Any], pending: Pending) -> None:
+        """Send an alert revision; its delivery joins the frame's, its JSON the frame's
+        forwards to the response stage."""
         stamped = stamp_alert(alert)
         value = dumps(stamped)
-        futures.append(await self.producer.send(self.config.alerts_topic, value,
-                                                key=stamped["tracking_number"].encode()))
+        pending.futures.append(await self.producer.send(
+            self.config.alerts_topic, value, key=stamped["tracking_number"].encode()))
         if self.forward_topic is not None:
+            pending.forwards.append(value)
+
+    async def _forward(self, batch: list[Pending]) -> list[asyncio.Future[Any]]:
+        """To the response stage, once a batch of frames' alerts are out: their alerts and
+        the greatest event time of their events (the watermark), when there are alerts or
+        the watermark advanced. One record per FORWARD_MAX_ALERTS alerts (each one batch of
+        the response stage: its cuts are the records, whatever happens after)."""
+        if self.forward_topic is None:
+            return []
+        watermark = max(max(p.watermark for p in batch), self.forwarded_watermark)
+        alerts = [v for p in batch for v in p.forwards]
+        if not alerts and watermark <= self.forwarded_watermark:
+            return []
+        self.forwarded_watermark = watermark
+        futures = []
+        for start in range(0, max(len(alerts), 1), FORWARD_MAX_ALERTS):
+            chunk = alerts[start:start + FORWARD_MAX_ALERTS]
+            value = b'{"watermark":%d,"alerts":[%s]}' % (watermark, b",".join(chunk))
             futures.append(await self.producer.send(self.forward_topic, value,
-                                                    key=FORWARD_ALERT, partition=0))
-            self.forwarded_alerts += 1
+                                                    key=FORWARD_KEY, partition=0))
             if self.metrics is not None:
                 self.metrics.response_records.labels("sent").inc()
-
-    async def _forward_watermark(self, batch: list[Pending]) -> asyncio.Future[Any] | None:
-        """The greatest event time of the frames about to be durable, to the response stage,
-        after their alerts (same partition: it reads them first): when it advanced, or when
-        alerts were sent since the last one (the record closes the response stage's batch;
-        one not above the stored watermark changes nothing there)."""
-        watermark = max(max(p.watermark for p in batch), self.forwarded_watermark)
-        if self.forward_topic is None or (watermark <= self.forwarded_watermark
-                                          and not self.forwarded_alerts):
-            return None
-        self.forwarded_watermark = watermark
-        self.forwarded_alerts = 0
-        if self.metrics is not None:
-            self.metrics.response_records.labels("sent").inc()
-        return await self.producer.send(self.forward_topic, str(watermark).encode(),
-                                        key=FORWARD_WATERMARK, partition=0)
+        return futures
 
     async def _release(self, pending: Pending) -> None:
         """Publish a frame's held alerts, now due, but those a later revision of the same
@@ -282,7 +282,7 @@ class Stage:
                 self.unpublished.discard(alert_id)
                 continue  # never published: nothing to retract
             self.unpublished.discard(alert_id)
-            await self._publish(alert, pending.futures)
+            await self._publish(alert, pending)
             pending.alerts.append(item)
 
     async def _write_loop(self) -> None:
@@ -306,9 +306,7 @@ class Stage:
                     await asyncio.sleep(wait)
                 await self._release(p)
         futures = [f for p in batch for f in p.futures]
-        watermark = await self._forward_watermark(batch)
-        if watermark is not None:
-            futures.append(watermark)
+        futures += await self._forward(batch)
         if futures:
             # acknowledged before the state that marks their events as seen is written
             await asyncio.gather(*futures)

@@ -20,10 +20,10 @@ at the consumers or the table (lag, table keys, stalled partitions) are refreshe
                                                        reports the same: aggregate with max)
     tracking_validator_actions_total{action,status}    action revisions published (due |
                                                        cancelled), by the response stage
-    tracking_validator_response_records_total{step}    records of <app_id>-response: `sent`
-                                                       by detection (alert revisions,
-                                                       watermarks), `applied` and made durable
-                                                       by the response stage
+    tracking_validator_response_records_total{step}    records of <app_id>-response (alerts
+                                                       and watermark of a batch of frames):
+                                                       `sent` by detection, `applied` and made
+                                                       durable by the response stage
 
 `/health` is 200 while the process serves; `/ready` is 200 only when the worker has
 partitions assigned, its table is recovered and no partition is stalled, else 503 with a

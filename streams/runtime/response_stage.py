@@ -2,32 +2,30 @@
 and actions"), published on `tracking.incidents` (key `carrier:channel`) and
 `tracking.actions` (key `order_id`) with revisions.
 
-    detection stage ──alert revisions, watermarks──> <app_id>-response ──> tracking.incidents
-                                                     (ONE partition)   └─> tracking.actions
+    detection stage ──alerts + watermark per batch──> <app_id>-response ──> tracking.incidents
+                                                      (ONE partition)   └─> tracking.actions
 
-The rules are the core's (`streams.core.response.step`, a function of the highest alert
+The rules are the core's (`streams.core.response.step_many`, a function of the highest alert
 revisions and the watermark, so any arrival order gives the same final records); this module
-only feeds them and keeps their state. Its input is one partition of an internal topic: the
-detection stage sends there every alert revision it publishes (the same JSON as on the alerts
-topic) and, once a batch of frames is durable, the greatest event time of their events (the
-watermark, never the wall clock). Alerts are rare next to events, so one partition, one
-worker at a time, is enough and makes the response one sequence. Its state (per group, per
-order, the watermark) is a Faust RocksDB table of one partition with its changelog.
+only feeds them and keeps their state. Its input is one partition of an internal topic: once
+a batch of frames is durable, the detection stage sends there the alert revisions it
+published for them (the same JSON as on the alerts topic) and the greatest event time of
+their events (the watermark, never the wall clock), as one record. Alerts are rare next to
+events, so one partition, one worker at a time, is enough and makes the response one
+sequence. Its state (per group, per order, per alert, the watermark) is a Faust RocksDB
+table of one partition with its changelog.
 
-Records are applied in batches (`response.step_many`): the core then recomputes a group's
-incidents once per batch instead of once per alert, and a record changed twice in a batch is
-published once. A batch ends at a watermark record (the detection stage sends one after the
-alerts of each batch of frames it makes durable) or at BATCH_MAX records, counted by offset:
-so the cuts are a function of the topic's content, and a restart (which resumes at a
-committed offset, always a batch's end: a batch is acked whole) cuts the same batches again
-and publishes the same revisions with the same fields. A batch not yet closed is never
-flushed early (not on a stop nor a revoke): it is read again.
+One input record is one batch (`response.step_many`): the alerts of a batch of frames the
+detection stage made durable and its watermark. The core then recomputes a group's incidents
+once per batch instead of once per alert, and a record changed twice in a batch is published
+once. The batches are the records, so a restart that reads a record again publishes the
+same revisions with the same fields.
 
 Delivery is at least once, as for the alerts (the detection stage's machinery, `Stage`): per
-batch the incident and action revisions are produced and acknowledged, then the new states
-go to the changelog, then RocksDB, then the batch's records are acked. A crash before the
-state is written repeats the records: the core then numbers the same revisions again (same
-id, same revision), and a repeat after it publishes nothing.
+record the incident and action revisions are produced and acknowledged, then the new states
+go to the changelog, then RocksDB, then the record is acked. A crash before the state is
+written repeats the record: the core then numbers the same revisions again (same id, same
+revision, same fields), and a repeat after it publishes nothing.
 """
 
 from __future__ import annotations
@@ -44,8 +42,7 @@ import orjson
 from streams.core import response
 from streams.core.outputs import dumps, stamp_alert
 from streams.runtime.detection_stage import (
-    FORWARD_ALERT,
-    FORWARD_WATERMARK,
+    FORWARD_KEY,
     TABLE_ROCKSDB_OPTIONS,
     Pending,
     Stage,
@@ -59,20 +56,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Records applied in one step at most (a batch ends earlier at a watermark record)
-BATCH_MAX = 500
 
-
-def decode_item(key: bytes | None, value: bytes) -> Any:
-    """A record of the response topic as `step`'s item: an alert dict or a watermark."""
-    if key == FORWARD_WATERMARK:
-        return response.Watermark(int(value))
-    if key == FORWARD_ALERT:
-        alert = orjson.loads(value)
-        if not isinstance(alert, dict):
-            raise ValueError("an alert record that is not a JSON object")
-        return alert
-    raise ValueError(f"unknown record key {key!r}")
+def decode_batch(key: bytes | None, value: bytes) -> list[Any]:
+    """A record of the response topic as `step_many`'s items: its alerts, then its
+    watermark."""
+    if key != FORWARD_KEY:
+        raise ValueError(f"unknown record key {key!r}")
+    record = orjson.loads(value)
+    alerts = record.get("alerts") if isinstance(record, dict) else None
+    if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts) or \
+            not isinstance(record.get("watermark"), int):
+        raise ValueError("not a batch {watermark, alerts}")
+    return [*alerts, response.Watermark(record["watermark"])]
 
 
 class ResponseStage(Stage):
@@ -87,51 +82,22 @@ class ResponseStage(Stage):
         self.incidents = 0  # incident revisions published (acknowledged)
         self.actions = 0  # action revisions published (acknowledged)
         self.bad = 0  # records skipped as unreadable
-        self.batch: list[tuple[bytes | None, bytes, Any]] = []
-        self.batch_max = BATCH_MAX
 
     async def apply(self, key: bytes | None, value: bytes, event: Any = None) -> None:
-        """Take one input record; a batch is applied at its end (module docstring)."""
+        """Apply one input record (a batch), publish its records, queue it for the writer
+        (made durable, then acked)."""
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_loop())
         self.last_work[0] = time.monotonic()
-        self.batch.append((key, value, event))
-        if key == FORWARD_WATERMARK or len(self.batch) >= self.batch_max:
-            await self.flush()
-
-    def forget_batch(self) -> None:
-        """The open batch is dropped (its partition is revoked: its records, not acked, are
-        read again from the committed offset, by this worker or another)."""
-        self.batch = []
-
-    async def flush(self) -> None:
-        """Apply the batch, publish its records, queue it for the writer (durable, acked)."""
-        batch, self.batch = self.batch, []
-        if not batch:
-            return
-        items: list[Any] = []
-        watermark = None  # the batch's greatest, applied once after its alerts
-        for key, value, _ in batch:
-            try:
-                item = decode_item(key, value)
-                if isinstance(item, response.Watermark):
-                    watermark = item if watermark is None or item.ts > watermark.ts \
-                        else watermark
-                else:
-                    items.append(item)
-            except (ValueError, orjson.JSONDecodeError) as exc:
-                # the stage's own topic: a record it cannot read is a writer's bug;
-                # skipping it (logged) keeps the response going instead of stopping
-                # every worker on it
-                self.bad += 1
-                log.error("response stage: record skipped, %s: %r", exc, value[:200])
-        if watermark is not None:
-            # a watermark refreshes every group with an open incident: once per batch
-            # (the detection stage sends one per durable batch of frames). The final
-            # records depend only on the alerts' highest revisions and the greatest
-            # watermark, not on their order (streams.core.response)
-            items.append(watermark)
-        states, incidents, actions = self._step(items)
+        try:
+            items = decode_batch(key, value)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            # the stage's own topic: a record it cannot read is a writer's bug; skipping it
+            # (logged) keeps the response going instead of stopping every worker on it
+            self.bad += 1
+            log.error("response stage: record skipped, %s: %r", exc, value[:200])
+            items = []
+        states, incidents, actions = self._step(items) if items else ({}, [], [])
         c = self.config
         futures: list[asyncio.Future[Any]] = []
         published: list[tuple[int, dict[str, Any]]] = []
@@ -147,35 +113,20 @@ class ResponseStage(Stage):
                 c.actions_topic, dumps(stamped), key=stamped["order_id"].encode()))
             published.append((0, stamped))
         self.overlay.update(states)
-        await self.queue.put(Pending(0, states, published, futures,
-                                     [event for _, _, event in batch if event is not None],
-                                     len(batch)))
+        await self.queue.put(Pending(0, states, published, futures, event, 1))
 
     def _step(self, items: list[Any]) -> tuple[dict[bytes, bytes | None], list[Any], list[Any]]:
         """The core over the batch: states (bytes keys), incident and action records."""
         overlay = self.overlay
         stored = _Partition(self.table, 0).get
-        local: dict[bytes, bytes | None] = {}  # this batch's states so far
 
         def get(name: str) -> bytes | None:
             k = name.encode()
-            if k in local:
-                return local[k]
             return overlay[k] if k in overlay else stored(k)
 
-        step_many = getattr(response, "step_many", None)
-        if step_many is not None:
-            result = step_many(get, items, self.config.settings)
-            return ({k.encode(): v for k, v in result.states.items()}, result.incidents,
-                    result.actions)
-        incidents: list[Any] = []
-        actions: list[Any] = []
-        for item in items:
-            result = response.step(get, item, self.config.settings)
-            local.update((k.encode(), v) for k, v in result.states.items())
-            incidents += result.incidents
-            actions += result.actions
-        return local, incidents, actions
+        result = response.step_many(get, items, self.config.settings)
+        return ({k.encode(): v for k, v in result.states.items()}, result.incidents,
+                result.actions)
 
     def _published(self, batch: list[Pending]) -> None:
         for p in batch:
@@ -215,8 +166,7 @@ def attach(app: faust.App, config: StreamConfig, metrics: Metrics,
     async def _drain_before_revoke(app: Any, revoked: Any, **kwargs: Any) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stage.drain(), timeout=config.session_timeout / 2)
-        if any(tp.topic == config.response_topic_name for tp in revoked):
-            stage.forget_batch()
+
 
     @app.agent(topic, name="respond", concurrency=1)
     async def respond(stream: faust.StreamT) -> None:
