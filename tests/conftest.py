@@ -5,6 +5,8 @@
   2. a testcontainers `apache/kafka` container in KRaft mode, when a Docker daemon answers;
   3. `streams.local.broker.LocalBroker`: a real broker from the Kafka jars (Java 17+, Maven).
 With CI=true a missing broker fails the tests; elsewhere they are skipped with the reason.
+`in_ci()` and `no_broker(reason)` apply that rule for the tests that start a broker of their
+own, or need files from outside the repository (`from conftest import in_ci, no_broker`).
 
 `create_topic` (function) is an async factory: `name = await create_topic("labels", 3)`
 creates a uniquely named topic, waits until every partition has a leader, and deletes the
@@ -18,6 +20,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import NoReturn
 
 import pytest
 
@@ -28,8 +31,9 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
-def no_broker(reason: str) -> None:
-    """Fail under CI (a broker is required there), skip elsewhere."""
+def no_broker(reason: str) -> NoReturn:
+    """Fail under CI (a broker is required there), skip elsewhere. Tests that start a broker
+    of their own call it when it cannot start (`from conftest import no_broker`)."""
     if in_ci():
         pytest.fail(f"no Kafka broker for the integration tests (CI=true): {reason}")
     pytest.skip(f"no Kafka broker: {reason}")

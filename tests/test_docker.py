@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # pyyaml, a dev dependency: missing, the test fails instead of skipping
 
 from streams.commands.cli import COMMANDS
 from streams.runtime.stream_config import StreamConfig
-
-yaml = pytest.importorskip("yaml")
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
