@@ -157,21 +157,21 @@ STALL_SECONDS = 6.0  # the watchdog then checks every 2 s: /ready is 503 for abo
 async def test_a_stalled_partition_is_reseeked_logged_once_and_not_ready_meanwhile(
     kafka_bootstrap: str, tmp_path: Path,
 ) -> None:
-    import orjson
     from test_outage import split_by_topic
     from test_recovery import workload
     from test_worker_integration import (
         PARTITIONS,
         alerts_of,
+        assert_same_alerts,
         new_pipeline,
+        offline_standing,
         produce,
+        standing_of,
         wait_idle,
         wait_topics,
     )
 
-    from streams.core.revisions import standing
     from streams.runtime.internal_topic import partition_for
-    from streams.tools.offline import Processor
 
     port = free_port()
     p = new_pipeline(kafka_bootstrap, tmp_path, "stall", extra_args=[
@@ -180,11 +180,6 @@ async def test_a_stalled_partition_is_reseeked_logged_once_and_not_ready_meanwhi
     url = f"http://127.0.0.1:{port}/ready"
     go = tmp_path / "go"
     messages = workload(random.Random(11), 120)
-    offline: list[dict[str, Any]] = []
-    processor = Processor(offline.append, lambda d: None)
-    for i, m in enumerate(messages):
-        processor.feed(orjson.dumps(m), source="x", partition=0, offset=i)
-    processor.finish()
 
     answers: list[tuple[int, str]] = []  # /ready's answers, in order, every 50 ms
 
@@ -232,7 +227,7 @@ async def test_a_stalled_partition_is_reseeked_logged_once_and_not_ready_meanwhi
     assert found[1] == stalled_tp
     committed, highwater = int(found[2]), int(found[3])
     assert highwater > committed, alarm
-    assert standing(alerts) == standing(offline)
+    assert_same_alerts(standing_of(alerts), offline_standing(messages))
     # the stalled partition's alerts came only after the re-seek
     partition = stalled_tp.rsplit("/", 1)[1]
     alarm_time = datetime.fromisoformat(alarm["time"])
