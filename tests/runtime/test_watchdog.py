@@ -134,7 +134,10 @@ def ready(url: str) -> tuple[int, str]:
 
 
 def json_log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+    """The worker's log lines (--log-format json) written so far; the last one only once its
+    newline is out."""
+    complete = path.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in complete if line.startswith("{")]
 
 
 async def wait_log(path: Path, worker: StallingWorker, pattern: str,
