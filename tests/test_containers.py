@@ -345,9 +345,17 @@ def test_compose_stack_processes_the_sample_incident_exactly_and_survives_a_kill
     half = len(lines) // 2
     asyncio.run(produce(stack.bootstrap, lines[:half]))
     killed = stack.container("worker-2")
+
+    def started_at() -> str:
+        return engine.run("inspect", "--format", "{{.State.StartedAt}}", killed).stdout.strip()
+
+    first_start = started_at()
     engine.run("kill", killed)
     asyncio.run(produce(stack.bootstrap, lines[half:]))
-    engine.run("start", killed)
+    # podman may already be restarting it (restart: unless-stopped); start it either way
+    engine.run("start", killed, check=False)
+    wait_until("worker-2 running again", lambda: started_at() != first_start and engine.run(
+        "inspect", "--format", "{{.State.Running}}", killed).stdout.strip() == "true", 60, stack)
     wait_ready(stack)
 
     open_ids, dead_letters = asyncio.run(read_outputs(stack.bootstrap, expected, dead))
