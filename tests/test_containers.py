@@ -338,7 +338,8 @@ def test_compose_stack_processes_the_sample_incident_exactly_and_survives_a_kill
 
     wait_ready(stack)
     asyncio.run(wait_topics(stack.bootstrap, [*INPUT_TOPICS.values(), ALERTS_TOPIC]))
-    for name in WORKERS:  # the image's HEALTHCHECK, as the engine runs it
+    # the workers' image HEALTHCHECK and compose's for Kafka, as the engine runs them
+    for name in ("kafka", *WORKERS):
         wait_until(f"{name} healthy", lambda n=name: engine.healthy(stack.container(n)), 60,
                    stack)  # fmt: skip
 
