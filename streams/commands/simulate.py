@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from streams.runtime import kafka_security
+from streams.runtime.kafka_io import INPUT_RETENTION_MS
 from streams.tools.impact import parse_time
 from streams.tools.progress import Progress
 from streams.tools.simulation import DEFAULT_START, Params, World, lines, serialize, simulate
@@ -76,8 +77,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--retention-ms",
         type=int,
-        default=-1,
-        help="for topics created (-1 = forever: timestamps are event times)",
+        default=INPUT_RETENTION_MS,
+        help=f"for topics created ({INPUT_RETENTION_MS} = forever, as import and worker "
+        f"create input topics: timestamps are event times)",
     )
 
 
@@ -139,6 +141,7 @@ async def produce(world: World, args: argparse.Namespace) -> int:
         Sender,
         ensure_topics,
         finite_retention,
+        input_topic_config,
         make_producer,
         retention_warning,
         start_client,
@@ -146,7 +149,7 @@ async def produce(world: World, args: argparse.Namespace) -> int:
 
     kafka = args.kafka
     topics = {"labels": args.labels_topic, "scans": args.scans_topic}
-    config = {"retention.ms": str(args.retention_ms)}
+    config = input_topic_config(args.retention_ms)
     await ensure_topics(kafka, topics.values(), args.partitions, 1, config)
     if short := await finite_retention(kafka, topics.values()):
         print(retention_warning("simulate", short), file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -120,3 +121,96 @@ def test_export_of_a_missing_topic_exits_2(kafka_bootstrap: str, tmp_path: Path)
     out = tmp_path / "x.jsonl"
     argv = ["export", "--topic", "no-such-topic-e5", str(out), "--bootstrap", kafka_bootstrap]
     assert main(argv) == 2
+
+
+# ------------------------------------------------------------------ import of large lines
+
+def unique_topic_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+BIG = 3 << 20  # 3 MiB: over the worker's 1 MiB --max-message-bytes, under 8 MiB topics
+
+
+def _eleven_lines_with_a_big_one(path: Path) -> list[bytes]:
+    lines = [
+        orjson.dumps({**LABEL, "event_id": f"e-{i}", "order_id": f"O-{i}"}) for i in range(11)
+    ]
+    lines[4] = orjson.dumps({**LABEL, "event_id": "e-big", "notes": "x" * BIG})  # line 5
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return lines
+
+
+async def _exported_values(kafka_bootstrap: str, topic: str, tmp_path: Path) -> list[bytes]:
+    out = tmp_path / f"{topic}.jsonl"
+    argv = ["export", "--topic", topic, str(out), "--bootstrap", kafka_bootstrap]
+    assert await asyncio.to_thread(main, argv) == 0
+    return [orjson.dumps(r["value"]) for r in _records(out)]
+
+
+@pytest.mark.integration
+async def test_import_sends_a_3_mib_line_to_the_topic_it_creates(
+        kafka_bootstrap: str, kafka_admin, tmp_path: Path) -> None:
+    from streams.runtime.kafka_io import topic_configs
+
+    source = tmp_path / "big.jsonl"
+    lines = _eleven_lines_with_a_big_one(source)
+    topic = unique_topic_name("import-big")
+    try:
+        argv = ["import", str(source), "--topic", topic, "--bootstrap", kafka_bootstrap]
+        assert await asyncio.to_thread(main, argv) == 0
+        # the history is kept and the oversized message is there for the worker to
+        # dead-letter as too_large
+        found = (await topic_configs(kafka_bootstrap, [topic],
+                                     ["retention.ms", "max.message.bytes"]))[topic]
+        assert found == {"retention.ms": "-1", "max.message.bytes": str(8 << 20)}
+        values = await _exported_values(kafka_bootstrap, topic, tmp_path)
+        assert Counter(values) == Counter(lines)
+    finally:
+        await kafka_admin.delete_topics([topic])
+
+
+@pytest.mark.integration
+async def test_import_names_a_line_the_topic_cannot_hold_and_sends_the_others(
+        kafka_bootstrap: str, create_topic, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    topic = await create_topic("import-small", config=HISTORY)  # the broker's 1 MiB limit
+    source = tmp_path / "big.jsonl"
+    lines = _eleven_lines_with_a_big_one(source)
+    argv = ["import", str(source), "--topic", topic, "--bootstrap", kafka_bootstrap]
+    assert await asyncio.to_thread(main, argv) == 1
+    err = capsys.readouterr().err
+    assert f"{source}:5: not sent:" in err and "max.message.bytes=" in err
+    assert "Traceback" not in err and ":4:" not in err and ":6:" not in err
+    assert "import: 10 records to" in err and "1 lines not sent" in err
+    values = await _exported_values(kafka_bootstrap, topic, tmp_path)
+    assert Counter(values) == Counter(lines[:4] + lines[5:])
+
+
+@pytest.mark.integration
+async def test_worker_creates_input_topics_as_import_does(
+        kafka_bootstrap: str, kafka_admin, tmp_path: Path) -> None:
+    from streams.runtime.app import declare_topics
+    from streams.runtime.kafka_io import input_topic_config, topic_configs
+    from streams.runtime.stream_config import StreamConfig
+
+    config = StreamConfig(app_id=unique_topic_name("declare"), bootstrap=kafka_bootstrap,
+                          partitions=2, labels_topic=unique_topic_name("labels"),
+                          scans_topic=unique_topic_name("scans"),
+                          alerts_topic=unique_topic_name("alerts"),
+                          deadletter_topic=unique_topic_name("dead"))
+    created = await declare_topics(config)
+    try:
+        inputs = [config.labels_topic, config.scans_topic]
+        found = await topic_configs(kafka_bootstrap, inputs,
+                                    ["retention.ms", "max.message.bytes"])
+        assert found == {t: input_topic_config() for t in inputs}
+        source = tmp_path / "big.jsonl"
+        lines = _eleven_lines_with_a_big_one(source)
+        argv = ["import", str(source), "--topic", config.labels_topic,
+                "--bootstrap", kafka_bootstrap]
+        assert await asyncio.to_thread(main, argv) == 0
+        values = await _exported_values(kafka_bootstrap, config.labels_topic, tmp_path)
+        assert Counter(values) == Counter(lines)
+    finally:
+        await kafka_admin.delete_topics(created)
