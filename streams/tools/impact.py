@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from streams.core.detection import RULES
+from streams.tools.envelopes import is_envelope
 
 SEVERITIES = ("critical", "warning", "info")
 METRICS = ("valid_tracking_rate", "on_time_delivery", "late_shipment")
@@ -49,7 +50,8 @@ def parse_time(text: str) -> datetime:
 
 
 def read_alerts(lines: Iterable[bytes], source: str = "-") -> Iterator[dict[str, Any]]:
-    """Alerts from JSON Lines; blank lines are skipped, anything else unreadable is an error."""
+    """Alerts from JSON Lines, bare or in `export`'s envelopes; blank lines are skipped,
+    anything else unreadable is an error."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -57,6 +59,10 @@ def read_alerts(lines: Iterable[bytes], source: str = "-") -> Iterator[dict[str,
             alert = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise AlertsError(f"{source}:{number}: not JSON: {exc}") from exc
+        if isinstance(alert, dict) and "rule" not in alert and is_envelope(alert):
+            alert = alert.get("value")  # `export` of an alerts topic: the alert it carries
+            if alert is None:
+                continue  # a tombstone carries nothing
         if not isinstance(alert, dict) or "rule" not in alert or "event_time" not in alert:
             raise AlertsError(f"{source}:{number}: not an alert (needs rule and event_time)")
         yield alert
