@@ -52,7 +52,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", "--since", dest="since", type=impact.parse_time,
                         help="event_time >= (RFC 3339/date)")
     parser.add_argument("--until", type=impact.parse_time, help="event_time < (RFC 3339/date)")
-    parser.add_argument("--format", choices=("csv", "json", "html"), default="csv")
+    parser.add_argument("--format", choices=("csv", "json", "html"), default="csv",
+                        help="csv: one row per seller (default); json: everything, with the "
+                        "lists of orders and labels; html: one offline page")
     parser.add_argument("--output", metavar="PATH", help="write here instead of stdout")
     parser.add_argument("--title", default="Tracking number incident impact", help="HTML title")
 

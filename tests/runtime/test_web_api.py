@@ -312,3 +312,18 @@ def test_lookup_command(cluster: Cluster) -> None:
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     done = _command(["--url", cluster.urls[0], "--at", "not-a-time", *fresh])
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+    # courier codes are case-insensitive (--carrier and a line's CARRIER field), and --at
+    # takes a plain date (midnight UTC), as report --from does
+    day = datetime.fromtimestamp(at, UTC).date()
+    midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+    some = numbers[:40]
+    stdin = "".join(f"{c.upper()}\t{n}\n" for c, n in some)
+    done = _command(["--url", cluster.urls[1], "--at", day.isoformat()], stdin)
+    assert done.returncode in (0, 1), done.stderr
+    lines = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [line.pop("input") for line in lines] == [n for _, n in some]
+    assert lines == [cluster.expected(c, n, midnight) for c, n in some]
+    done = _command(["--url", cluster.urls[0], "--carrier", "USPS", *fresh])
+    assert done.returncode == 0, done.stderr
+    assert [orjson.loads(x)["carrier"] for x in done.stdout.splitlines()] == ["usps"] * 3
