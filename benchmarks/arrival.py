@@ -9,8 +9,8 @@ arrival order with every label `lag` days of event time later, cut into batches 
 `--step-hours` of that shifted time, each produced once the worker has committed the previous
 one. Per lag it prints the alert records published (repeats included), distinct alert ids,
 retractions, records with revision > 1, the open alerts (highest revision per alert_id)
-beside the offline mode's, and whether they are the same (alert_id, rule, severity,
-label_id); then the retractions by rule, and the same figures of the core alone
+beside the offline mode's, and whether they are the same field for field (all but
+detected_at and revision); then the retractions by rule, and the same figures of the core alone
 (`streams.tools.offline.Processor`, order="input") fed the same order one record after another.
 The tests' hand-built cases are left out by default: their revisions come from how the
 worker interleaves labels partitions within a batch, not from the lag.
@@ -36,22 +36,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pipeline as pipeline_bench
 from test_arrival_order import (
     DAY,
-    Key,
     Record,
+    Standing,
     batches,
     corpus,
     corpus_params,
     lagged,
     new_pipeline,
     offline_open,
-    open_set,
     run_in_batches,
 )
 
+from streams.core.revisions import standing
 from streams.tools.offline import Processor
 
 
-def core_in_order(records: list[Record]) -> tuple[int, int, set[Key], Counter[str]]:
+def core_in_order(records: list[Record]) -> tuple[int, int, Standing, Counter[str]]:
     """The core alone, one record after another: (records, retractions, open, retracted
     rules)."""
     alerts: list[dict[str, Any]] = []
@@ -60,7 +60,7 @@ def core_in_order(records: list[Record]) -> tuple[int, int, set[Key], Counter[st
         proc.feed(r.value, source=r.topic, partition=r.partition, offset=i, key=r.key)
     proc.finish()
     retracted = [a for a in alerts if a["status"] == "retracted"]
-    return len(alerts), len(retracted), open_set(alerts), Counter(a["rule"] for a in retracted)
+    return len(alerts), len(retracted), standing(alerts), Counter(a["rule"] for a in retracted)
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
@@ -69,7 +69,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
     print(f"corpus: {len(records)} records ({sum(r.topic == 'labels' for r in records)} "
           f"labels, {args.hand_built} hand-built cases of each kind), seed {args.seed}, "
           f"{args.days:g} days; offline: {len(expected)} open alerts "
-          f"{dict(sorted(Counter(k[1] for k in expected).items()))}")
+          f"{dict(sorted(Counter(a['rule'] for a in expected.values()).items()))}")
     header = (f"{'lag':>4} {'batches':>7} {'published':>9} {'alert ids':>9} "
               f"{'retracted':>9} {'revisions':>9} {'open':>5} {'offline':>7} {'equal':>5} "
               f"{'core: published':>15} {'retracted':>9} {'equal':>5} {'seconds':>7}")

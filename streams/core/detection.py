@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import time
 from binascii import crc_hqx
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from typing import Any
 from zlib import crc32
 
@@ -120,7 +120,7 @@ def order_key(event: Event) -> tuple[Any, ...]:
         cost = event.cost or {}
         return (event.event_ts, 1, event.label_id, event.seller_id, event.order_id,
                 event.channel or "", event.ship_to_postal_code, event.ship_to_country,
-                cost.get("amount", ""), cost.get("currency", ""))
+                cost.get("amount", ""), cost.get("currency", ""), event.tracking_number)
     return (event.event_ts, 0, event.label_id)
 
 
@@ -134,6 +134,9 @@ class Published(msgspec.Struct, array_like=True, gc=False):
     revision: int  # 1 for the first publication
     status: str  # OPEN or RETRACTED
     severity: str
+    # content_digest() of what was published open (0: retracted, or a state written before
+    # digests were kept): a finding whose content differs is published again
+    digest: int = 0
 
 
 class Label(msgspec.Struct, array_like=True, gc=False):
@@ -157,6 +160,11 @@ class Label(msgspec.Struct, array_like=True, gc=False):
     previously_used: Published | None = None
     destination_mismatch: Published | None = None
     voided_label_scanned: Published | None = None
+    # an invalid number only (its invalid_tracking evidence): the number as received on the
+    # kept purchase, and the validator's verdict
+    received: str | None = None
+    reason: str | None = None
+    format: str | None = None
 
 
 # A scan fact: (occurred_at epoch s, status index in STATUSES, postal code or "", country or "").
@@ -232,7 +240,8 @@ def describe(label: Label) -> dict[str, Any]:
 def _facts(label: Label) -> tuple[Any, ...]:
     """The purchase facts, compared to pick one of two reprints deterministically."""
     return (label.purchased, label.seller_id, label.order_id, label.channel or "",
-            label.postal_code, label.country, label.amount or "", label.currency or "")
+            label.postal_code, label.country, label.amount or "", label.currency or "",
+            label.received or "")
 
 
 # --- apply ----------------------------------------------------------------------------------
@@ -261,46 +270,41 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
     alerts: list[dict[str, Any]] = []
     kind = type(event)
     if kind is CarrierScan:
-        status = _STATUS_INDEX[event.status]
-        scan = (ts, status, event.postal_code or "", event.country or "")
+        scan = (ts, _STATUS_INDEX[event.status], event.postal_code or "", event.country or "")
         scans = state.scans
+        labels = state.labels
         if not scans or scans[-1] < scan:  # in event-time order: the common case
-            scans.append(scan)
+            if len(labels) == 1:  # most numbers have one label: this is most events
+                label = next(iter(labels.values()))
+                p = label.purchased
+                if p is None or label.invalid or p <= ts:
+                    scans.append(scan)
+                    if p is not None and not label.invalid:
+                        _owner_scan(label, scan, event, settings, alerts)
+                        horizon = (state.max_ts - settings.reuse_window_s
+                                   - settings.allowed_lateness_s)
+                        if (p >= horizon and scans[0][0] >= horizon
+                                and len(scans) <= settings.max_scans_per_key):
+                            return state, alerts  # _expire would drop nothing
+                    return _expire(state, settings), alerts
+            else:
+                held = _held(state)
+                if not held or held[-1].purchased <= ts:  # type: ignore[operator]
+                    # the newest scan, of the latest label: it adds to that label's findings
+                    # only (it moves no scan and is no earlier use of any label's number)
+                    scans.append(scan)
+                    if held:
+                        _owner_scan(held[-1], scan, event, settings, alerts)
+                    return _expire(state, settings), alerts
         else:
             i = bisect_left(scans, scan)
             if scans[i] == scan:  # a known fact, nothing changes
                 return _expire(state, settings), alerts
-            scans.insert(i, scan)
-        labels = state.labels
-        if len(labels) != 1:
-            _on_scan(state, scan, event, settings, alerts)
-            return _expire(state, settings), alerts
-        # Most numbers have one label: _on_scan's path for one label, inlined (this is
-        # most events), then _expire's checks when nothing is due (else _expire itself).
-        for label in labels.values():
-            p = label.purchased
-            if p is None or label.invalid:
-                break
-            if p <= ts:  # the scan belongs to the label
-                if status in _AT_DOOR and ((published := label.destination_mismatch) is None
-                                           or published.status != OPEN):
-                    found = _destination(label, scan, settings)
-                    if found:
-                        _publish(found, event, alerts)
-                if label.voided is not None and not _is_open(label.voided_label_scanned):
-                    found = _voided_scanned(label, scan)
-                    if found:
-                        _publish(found, event, alerts)
-            # else: clock_skew_s >= 0, so p > ts here covers previously_used's window
-            elif (ts + settings.clock_skew_s < p < ts + settings.reuse_window_s
-                  and status >= _ACCEPTED and not _is_open(label.previously_used)):
-                found = _previously_used(scans, [label], [p], 0, settings)
-                if found:
-                    _publish(found, event, alerts)
-            horizon = state.max_ts - settings.reuse_window_s - settings.allowed_lateness_s
-            if p >= horizon and scans[0][0] >= horizon and len(scans) <= settings.max_scans_per_key:
-                return state, alerts  # _expire would drop nothing
-        return _expire(state, settings), alerts
+        # A scan before a purchase, or among the known ones: it can be an earlier use of a
+        # number, a holder's later activity or an earlier piece of evidence
+        before = _digests(state, event, settings)
+        insort(scans, scan)
+        _reconcile(before, findings(state, settings), state, event, alerts)
     elif kind is LabelPurchased:
         _on_purchase(state, event, settings, alerts)
     elif kind is LabelVoided:
@@ -310,59 +314,76 @@ def apply(state: TrackingState | None, event: Event, settings: Settings,
     return _expire(state, settings), alerts
 
 
+def _owner_scan(label: Label, scan: Scan, event: Event, settings: Settings,
+                alerts: list[dict[str, Any]]) -> None:
+    """A scan newer than every other, of its owner (the latest label): it can only be the
+    first evidence of the owner's destination_mismatch or voided_label_scanned (an earlier
+    scan that showed either made it open already)."""
+    if scan[1] in _AT_DOOR and not _is_open(label.destination_mismatch):
+        found = _destination(label, scan, settings)
+        if found:
+            _publish(found, event, alerts)
+    if label.voided is not None and not _is_open(label.voided_label_scanned):
+        found = _voided_scanned(label, scan, settings)
+        if found:
+            _publish(found, event, alerts)
+
+
 def _on_purchase(state: TrackingState, event: LabelPurchased, settings: Settings,
                  alerts: list[dict[str, Any]]) -> None:
     cost = event.cost
+    check = event.validation
+    invalid = not check.valid
     new = Label(event.label_id, event.seller_id, event.order_id, event.channel,
                 event.event_ts, None, event.ship_to_postal_code, event.ship_to_country,
                 cost["amount"] if cost else None, cost["currency"] if cost else None,
-                not event.validation.valid)
+                invalid)
+    if invalid:
+        new.received, new.reason, new.format = event.tracking_number, check.reason, check.format
     labels = state.labels
     old = labels.get(event.label_id)
     if old is None and not labels and not state.scans:
         labels[event.label_id] = new  # a number's first fact: no rule but invalid_tracking
-        if new.invalid:
-            _raise_invalid(new, event, alerts)
+        if invalid:
+            _publish(_invalid(new, event), event, alerts)
         return
-    # Findings before the purchase, when it can remove one: it takes scans from an earlier
-    # label, or changes the holders of a later one.
+    # Findings before the purchase, when it can change one: it takes scans from an earlier
+    # label, changes the holders of a later one, or changes a label's facts (a reprint).
     p = event.event_ts
     before = None
     if old is not None or (state.scans and state.scans[-1][0] >= p) or any(
             lb.purchased is not None and lb.purchased >= p for lb in labels.values()):
-        before = findings(state, settings)
+        before = _digests(state, event, settings)
     if old is None:
         labels[event.label_id] = label = new
-    elif old.purchased is None:  # only its void was known: the purchase fills it in
-        label = old
-        for name in _PURCHASE_FIELDS:
-            setattr(old, name, getattr(new, name))
-        old.invalid = new.invalid
     else:
-        # A reprint: the same label, not a duplicate. Keep one purchase deterministically
-        # (the earliest, then the smaller facts) so arrival order does not matter.
+        # Only its void was known, or a reprint: the same label, not a duplicate. A reprint
+        # keeps one purchase deterministically (the earliest, then the smaller facts) so
+        # arrival order does not matter.
         label = old
-        if not _facts(new) < _facts(old):
+        if old.purchased is not None and not _facts(new) < _facts(old):
             return
         for name in _PURCHASE_FIELDS:
             setattr(old, name, getattr(new, name))
     if label.invalid:
-        if label.invalid_tracking is None:
-            _raise_invalid(label, event, alerts)
+        found = _invalid(label, event)
+        published = label.invalid_tracking
+        if published is None or published.digest != content_digest(_body(found, event)):
+            _publish(found, event, alerts)
         return
-    _reconcile(before, findings(state, settings), event, alerts)
+    _reconcile(before, findings(state, settings), state, event, alerts)
 
 
 _PURCHASE_FIELDS = ("seller_id", "order_id", "channel", "purchased", "postal_code", "country",
-                    "amount", "currency")
+                    "amount", "currency", "invalid", "received", "reason", "format")
 
 
-def _raise_invalid(label: Label, event: LabelPurchased, alerts: list[dict[str, Any]]) -> None:
-    check = event.validation
-    _publish((INVALID_TRACKING, "warning", label, [label], {
-        "reason": check.reason, "format": check.format, "carrier": event.carrier,
-        "tracking_number_received": event.tracking_number,
-    }), event, alerts)
+def _invalid(label: Label, event: Event) -> Finding:
+    """invalid_tracking: the label's own number and verdict, at its purchase."""
+    return (INVALID_TRACKING, "warning", label, [label], {
+        "reason": label.reason, "format": label.format, "carrier": event.carrier,
+        "tracking_number_received": label.received,
+    }, label.purchased)  # type: ignore[return-value]
 
 
 def _on_void(state: TrackingState, event: LabelVoided, settings: Settings,
@@ -376,51 +397,98 @@ def _on_void(state: TrackingState, event: LabelVoided, settings: Settings,
     if label.purchased is None or label.invalid:
         label.voided = event.event_ts
         return
-    before = findings(state, settings)
+    before = _digests(state, event, settings)
     label.voided = event.event_ts
-    _reconcile(before, findings(state, settings), event, alerts)
+    _reconcile(before, findings(state, settings), state, event, alerts)
 
 
-# A finding: (rule, severity, the label it is about, the labels involved, evidence).
-Finding = tuple[str, str, Label, list[Label], dict[str, Any]]
+# A finding: (rule, severity, the label it is about, the labels involved, evidence, and its
+# event time: when it became true, the latest event time among the facts it rests on).
+Finding = tuple[str, str, Label, list[Label], dict[str, Any], int]
 
 
-def _publish(finding: Finding, event: Event, alerts: list[dict[str, Any]]) -> None:
+def _body(finding: Finding, event: Event) -> dict[str, Any]:
+    """The alert of a finding, but its status and revision: a function of the facts alone
+    (the event gives only the key, number and carrier, the same for every event of a key)."""
+    rule, severity, label, involved, evidence, ts = finding
+    return {
+        "alert_id": alert_id(rule, event.key, label.label_id),
+        "rule": rule,
+        "severity": severity,
+        "label_id": label.label_id,
+        "seller_id": label.seller_id,
+        "order_id": label.order_id,
+        "tracking_number": event.number,
+        "carrier": event.carrier,
+        "event_time": rfc3339(ts),
+        "labels": [describe(lb) for lb in involved],
+        "evidence": evidence,
+        "actions": list(ACTIONS[rule][severity]),
+    }
+
+
+def content_digest(body: dict[str, Any]) -> int:
+    """64 bits of the published content: a finding whose digest changed is published again."""
+    return int.from_bytes(hashlib.blake2b(orjson.dumps(body), digest_size=8).digest(), "big")
+
+
+def _digests(state: TrackingState, event: Event, settings: Settings) -> dict[tuple[str, str], int]:
+    """The findings' content digests, taken before an event changes the facts in place."""
+    return {key: content_digest(_body(found, event))
+            for key, found in findings(state, settings).items()}
+
+
+def _publish(finding: Finding, event: Event, alerts: list[dict[str, Any]],
+             body: dict[str, Any] | None = None, digest: int | None = None) -> None:
     """Publish the finding as open: a new alert, a re-opening or a corrected revision."""
-    rule, severity, label, involved, evidence = finding
+    rule, severity, label = finding[0], finding[1], finding[2]
+    if body is None:
+        body = _body(finding, event)
+    if digest is None:
+        digest = content_digest(body)
     published = getattr(label, rule)
     revision = 1 if published is None else published.revision + 1
-    setattr(label, rule, Published(revision, OPEN, severity))
-    alerts.append(_alert(rule, severity, label, involved, event, evidence, revision, OPEN))
+    setattr(label, rule, Published(revision, OPEN, severity, digest))
+    body["status"] = OPEN
+    body["revision"] = revision
+    alerts.append(body)
 
 
 def _retract(rule: str, label: Label, published: Published, event: Event,
              alerts: list[dict[str, Any]]) -> None:
     revision = published.revision + 1
     setattr(label, rule, Published(revision, RETRACTED, published.severity))
-    alerts.append(_alert(rule, published.severity, label, [label], event, {
+    body = _body((rule, published.severity, label, [label], {
         "retracted_because": {"event_id": event.event_id, "type": _EVENT_TYPE[type(event)]},
-    }, revision, RETRACTED))
+    }, event.event_ts), event)
+    body["actions"] = []  # a retracted alert asks for nothing any more
+    body["status"] = RETRACTED
+    body["revision"] = revision
+    alerts.append(body)
 
 
-def _reconcile(before: dict[tuple[str, str], Finding] | None,
-               after: dict[tuple[str, str], Finding], event: Event,
+def _reconcile(before: dict[tuple[str, str], int] | None,
+               after: dict[tuple[str, str], Finding], state: TrackingState, event: Event,
                alerts: list[dict[str, Any]]) -> None:
-    """Publish what the event changed between the findings before and after it (None: it
-    could only add findings). An open alert whose finding had already gone with dropped facts
-    is left alone: only what the event itself removed is retracted."""
+    """Publish what the event changed between the findings before and after it (`before`:
+    their content digests; None: the event could only add findings). A finding is published
+    when it is not open, or when the event changed its content (any field: severity, event
+    time, labels, evidence) to other than what was published. An open alert whose finding
+    had already gone or changed with dropped facts is left alone: only what the event itself
+    changes is published."""
     for key, finding in after.items():
         published = getattr(finding[2], key[0])
         if published is None or published.status != OPEN:
             _publish(finding, event, alerts)
-        elif published.severity != finding[1] and before is not None:
-            was = before.get(key)
-            if was is None or was[1] != finding[1]:
-                _publish(finding, event, alerts)
+        elif before is not None:
+            body = _body(finding, event)
+            digest = content_digest(body)
+            if digest != published.digest and before.get(key) != digest:
+                _publish(finding, event, alerts, body, digest)
     if before:
-        for key, finding in before.items():
+        for key in before:
             if key not in after:
-                label = finding[2]
+                label = state.labels[key[1]]
                 published = getattr(label, key[0])
                 if published is not None and published.status == OPEN:
                     _retract(key[0], label, published, event, alerts)
@@ -433,27 +501,6 @@ def _scan_dict(scan: Scan) -> dict[str, Any]:
 
 def _postal(code: str, prefix: int) -> str:
     return code.replace(" ", "").replace("-", "").upper()[:prefix]
-
-
-def _alert(rule: str, severity: str, label: Label, labels: list[Label], event: Event,
-           evidence: dict[str, Any], revision: int, status: str) -> dict[str, Any]:
-    return {
-        "alert_id": alert_id(rule, event.key, label.label_id),
-        "rule": rule,
-        "severity": severity,
-        "label_id": label.label_id,
-        "seller_id": label.seller_id,
-        "order_id": label.order_id,
-        "tracking_number": event.number,
-        "carrier": event.carrier,
-        "event_time": rfc3339(event.event_ts),
-        "labels": [describe(lb) for lb in labels],
-        "evidence": evidence,
-        # a retracted alert asks for nothing any more
-        "actions": list(ACTIONS[rule][severity]) if status == OPEN else [],
-        "status": status,
-        "revision": revision,
-    }
 
 
 # --- the rules ---------------------------------------------------------------------------
@@ -490,7 +537,7 @@ def _duplicate(held: list[Label], last: list[int], j: int, settings: Settings,
     # Earlier labels own no scan at or after t (it would belong to a later label), so their
     # overall last activity is their last activity up to t.
     holders = [i for i in range(j)
-               if (held[i].voided is None or held[i].voided > t) and t - last[i] < window]
+               if not _voided_at(held[i], t, window) and t - last[i] < window]
     if not holders:
         return None
     other = any(held[i].seller_id != label.seller_id for i in holders)
@@ -500,7 +547,7 @@ def _duplicate(held: list[Label], last: list[int], j: int, settings: Settings,
                              "last_activity": rfc3339(last[i])} for i in holders],
                 "other_seller": other,
                 "reuse_window_seconds": window,
-            })
+            }, t)
 
 
 def _previously_used(scans: list[Scan], held: list[Label], bought: list[int], j: int,
@@ -519,7 +566,7 @@ def _previously_used(scans: list[Scan], held: list[Label], bought: list[int], j:
         "scans": [_scan_dict(s) for s in used[:_MAX_EVIDENCE_SCANS]],
         "clock_skew_seconds": settings.clock_skew_s,
         "reuse_window_seconds": window,
-    })
+    }, t)
 
 
 def _destination(label: Label, scan: Scan, settings: Settings) -> Finding | None:
@@ -538,24 +585,33 @@ def _destination(label: Label, scan: Scan, settings: Settings) -> Finding | None
         "ship_to": {"postal_code": label.postal_code, "country": label.country},
         "compared": compared,
         "postal_prefix": prefix,
-    })
+    }, scan[0])
 
 
-def _voided_scanned(label: Label, scan: Scan) -> Finding | None:
+def _voided_at(label: Label, t: int, window: int) -> bool:
+    """Whether the label was voided at or before t. A void more than the reuse window before
+    the label's own purchase is not taken as its void: by then the facts of a number have
+    expired (a label id is not reused), so counting it would depend on arrival order."""
     voided = label.voided
-    if voided is None or scan[1] < _ACCEPTED or not voided < scan[0]:
+    return voided is not None and voided <= t and voided >= label.purchased - window  # type: ignore[operator]
+
+
+def _voided_scanned(label: Label, scan: Scan, settings: Settings) -> Finding | None:
+    voided = label.voided
+    if (scan[1] < _ACCEPTED or not _voided_at(label, scan[0] - 1, settings.reuse_window_s)):
         return None
     return (VOIDED_LABEL_SCANNED, "warning", label, [label], {
         "voided_at": rfc3339(voided),
         "scan": _scan_dict(scan),
-    })
+    }, scan[0])
 
 
 def findings(state: TrackingState, settings: Settings) -> dict[tuple[str, str], Finding]:
     """Every finding the facts support, (rule, label_id) -> Finding; invalid_tracking aside.
 
-    Run around purchases and voids (they can move scans and holds); scans take the
-    incremental path of `_on_scan`, which tests prove keeps the open alerts equal to this.
+    Run around purchases, voids and scans out of event-time order (they can move scans,
+    holds and evidence); a scan newer than all takes the incremental path of `_owner_scan`,
+    which tests prove keeps the open alerts equal to this.
     """
     scans = state.scans
     if not scans and len(state.labels) < 2:
@@ -569,7 +625,7 @@ def findings(state: TrackingState, settings: Settings) -> dict[tuple[str, str], 
     for j, label in enumerate(held):
         if j and (found := _duplicate(held, last, j, settings)):
             out[DUPLICATE_TRACKING, label.label_id] = found
-        if scans and (found := _previously_used(scans, held, bought, j, settings)):
+        if scans and (found := _previously_used(scans, held, bought, j, settings)):  # type: ignore[arg-type]
             out[PREVIOUSLY_USED, label.label_id] = found
     for scan in scans:  # the earliest scan that shows it is the evidence
         owner = bisect_right(bought, scan[0]) - 1
@@ -579,53 +635,13 @@ def findings(state: TrackingState, settings: Settings) -> dict[tuple[str, str], 
                     and (found := _destination(label, scan, settings))):
                 out[DESTINATION_MISMATCH, label.label_id] = found
             if ((VOIDED_LABEL_SCANNED, label.label_id) not in out
-                    and (found := _voided_scanned(label, scan))):
+                    and (found := _voided_scanned(label, scan, settings))):
                 out[VOIDED_LABEL_SCANNED, label.label_id] = found
     return out
 
 
 def _is_open(published: Published | None) -> bool:
     return published is not None and published.status == OPEN
-
-
-def _on_scan(state: TrackingState, scan: Scan, event: Event, settings: Settings,
-             alerts: list[dict[str, Any]]) -> None:
-    """What one new scan can add (a scan never removes a finding: it moves no scan to
-    another label and only adds activity, so holds and severities only grow). `apply`
-    inlines the case of one label (tests check both paths against `findings`)."""
-    held = _held(state)
-    if not held:
-        return
-    ts = scan[0]
-    bought = [lb.purchased for lb in held]
-    if scan[1] >= _ACCEPTED:
-        # previously_used for labels purchased skew < p - ts < window after it
-        lo = bisect_right(bought, ts + settings.clock_skew_s)
-        hi = bisect_left(bought, ts + settings.reuse_window_s)
-        for j in range(lo, hi):
-            if not _is_open(held[j].previously_used):
-                found = _previously_used(state.scans, held, bought, j, settings)  # type: ignore[arg-type]
-                if found:
-                    _publish(found, event, alerts)
-    owner = bisect_right(bought, ts) - 1
-    if owner < 0:
-        return
-    label = held[owner]
-    if not _is_open(label.destination_mismatch) and (found := _destination(label, scan, settings)):
-        _publish(found, event, alerts)
-    if not _is_open(label.voided_label_scanned) and (found := _voided_scanned(label, scan)):
-        _publish(found, event, alerts)
-    if owner + 1 < len(held):
-        # the owner's last activity may have grown: it may now hold at later purchases, and
-        # raise a warning about one to critical when its seller is another
-        last = _last_activity(state.scans, bought)  # type: ignore[arg-type]
-        for j in range(owner + 1, len(held)):
-            published = held[j].duplicate_tracking
-            if _is_open(published) and published.severity == "critical":  # type: ignore[union-attr]
-                continue
-            found = _duplicate(held, last, j, settings)
-            if found and not (_is_open(published) and published.severity == found[1]):  # type: ignore[union-attr]
-                _publish(found, event, alerts)
 
 
 # --- expiry and bounds ----------------------------------------------------------------------

@@ -49,11 +49,13 @@ from streams.runtime.metrics import Metrics, register_views
 from streams.runtime.stream_config import StreamConfig
 from streams.runtime.watchdog import Watchdog
 
-# The rules whose findings a late message can change (which label a scan belongs to, a late
-# void, a late holder of another seller): `alert_hold` holds these back; invalid_tracking
-# and previously_used never change once raised, so they go out at once.
-HOLDABLE = frozenset({detection.DUPLICATE_TRACKING, detection.DESTINATION_MISMATCH,
-                      detection.VOIDED_LABEL_SCANNED})
+# The rules whose alerts a late message can change (which label a scan belongs to, a late
+# void, a late holder of another seller, a late scan that adds to the evidence or changes
+# an event time): `alert_hold` holds these back so that a correction within the hold
+# replaces them unseen. invalid_tracking rests on the label's own number alone (only a
+# reprint with other facts revises it), so it goes out at once.
+HOLDABLE = frozenset({detection.DUPLICATE_TRACKING, detection.PREVIOUSLY_USED,
+                      detection.DESTINATION_MISMATCH, detection.VOIDED_LABEL_SCANNED})
 RETRACTED = detection.RETRACTED
 TABLE_ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2,
                          "block_cache_size": 8 << 20}

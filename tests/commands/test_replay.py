@@ -15,6 +15,7 @@ import pytest
 
 from streams.commands.cli import main
 from streams.commands.simulate import write_files
+from streams.core.revisions import standing
 from streams.tools.simulation import DEFAULT_START, Params, simulate
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ PARAMS = Params(
     mismatch_share=0.01, malformed=4,
 )  # fmt: skip
 
-Finding = tuple[str, str, str]  # alert_id, rule, label_id
+Standing = dict[str, dict]  # alert_id -> the standing alert (streams.core.revisions)
 
 
 async def _alerts(bootstrap: str, topic: str) -> list[dict]:
@@ -36,17 +37,7 @@ async def _alerts(bootstrap: str, topic: str) -> list[dict]:
     return [orjson.loads(r.value) async for r in read_to_end(bootstrap, [topic])]
 
 
-def _ids(alerts: list[dict]) -> set[Finding]:
-    """The open findings once revisions are applied (the highest revision of each alert)."""
-    latest: dict[str, dict] = {}
-    for a in alerts:
-        if a["revision"] > latest.get(a["alert_id"], {"revision": 0})["revision"]:
-            latest[a["alert_id"]] = a
-    return {(a["alert_id"], a["rule"], a["label_id"]) for a in latest.values()
-            if a["status"] == "open"}
-
-
-def _offline(tmp_path: Path) -> tuple[set[Finding], set[tuple]]:
+def _offline(tmp_path: Path) -> tuple[Standing, set[tuple]]:
     world = simulate(PARAMS)
     write_files(world, tmp_path)
     out = tmp_path / "alerts.jsonl"
@@ -57,7 +48,7 @@ def _offline(tmp_path: Path) -> tuple[set[Finding], set[tuple]]:
     assert {tuple(a[k] for k in keys) for a in alerts} == {
         tuple(g[k] for k in keys) for g in world.ground_truth
     }
-    return _ids(alerts), {tuple(a[k] for k in keys) for a in alerts}
+    return standing(alerts), {tuple(a[k] for k in keys) for a in alerts}
 
 
 async def _topics(create_topic, *names: str) -> dict[str, str]:
@@ -105,7 +96,7 @@ async def test_replay_on_the_stream_runtime_equals_offline(
               await kafka_admin.list_consumer_groups()}
     assert {replay_id, f"{replay_id}-ingest"} <= groups
     replayed = await _alerts(kafka_bootstrap, topics["replay-alerts"])
-    assert _ids(replayed) == expected
+    assert standing(replayed) == expected
     dead = await _alerts(kafka_bootstrap, topics["replay-dead"])
     assert len(dead) == 4
     assert {d["source_topic"] for d in dead} <= {topics["labels"], topics["scans"]}
@@ -114,7 +105,7 @@ async def test_replay_on_the_stream_runtime_equals_offline(
     second = f"replay-test-{uuid.uuid4().hex[:8]}"
     await _replay(kafka_bootstrap, topics, "--replay-id", second, "--cleanup")
     again = await _alerts(kafka_bootstrap, topics["replay-alerts"])
-    assert _ids(again) == expected
+    assert standing(again) == expected
     left = set(await kafka_admin.list_topics())
     assert not {t for t in left if t.startswith(second)}, "cleanup leaves no internal topic"
     assert f"{replay_id}-tracking-events" in left  # the first one was not asked to
@@ -155,7 +146,7 @@ async def test_two_replay_processes_share_the_partitions(
     shares = [[line for line in log.read_text().splitlines()
                if "ingest assigned partitions" in line] for log in logs]
     assert all(shares), "each process took a share of the input partitions"
-    assert _ids(await _alerts(kafka_bootstrap, topics["replay-alerts"])) == expected
+    assert standing(await _alerts(kafka_bootstrap, topics["replay-alerts"])) == expected
 
 
 async def test_replay_in_memory_equals_offline_and_leaves_no_group(
@@ -168,7 +159,7 @@ async def test_replay_in_memory_equals_offline_and_leaves_no_group(
     await _replay(kafka_bootstrap, topics, "--in-memory")
     assert set(await kafka_admin.list_consumer_groups()) == groups_before
     replayed = await _alerts(kafka_bootstrap, topics["replay-alerts"])
-    assert len(replayed) == len(expected) and _ids(replayed) == expected
+    assert len(replayed) == len(expected) and standing(replayed) == expected
 
 
 async def test_replay_equals_a_live_worker(
@@ -195,7 +186,7 @@ async def test_replay_equals_a_live_worker(
             await _simulate_to(kafka_bootstrap, topics, rate=1500)
             live: list[dict] = []
             deadline = time.monotonic() + 180
-            while len(_ids(live)) < len(expected) and time.monotonic() < deadline:
+            while len(standing(live)) < len(expected) and time.monotonic() < deadline:
                 assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
                 await asyncio.sleep(1)
                 live = await _alerts(kafka_bootstrap, topics["alerts"])
@@ -203,5 +194,5 @@ async def test_replay_equals_a_live_worker(
             live = await _alerts(kafka_bootstrap, topics["alerts"])
     await _replay(kafka_bootstrap, topics)
     replayed = await _alerts(kafka_bootstrap, topics["replay-alerts"])
-    assert _ids(replayed) == expected
-    assert _ids(live) == _ids(replayed), (_ids(live) - expected, expected - _ids(live))
+    assert standing(replayed) == expected
+    assert standing(live) == standing(replayed), (set(standing(live)) ^ set(expected))

@@ -21,12 +21,16 @@ from streams.core.detection import (
     OPEN,
     RULES,
     TrackingState,
+    _body,
     alert_id,
     apply,
+    content_digest,
     findings,
+    order_key,
 )
 from streams.core.events import CarrierScan, Event, LabelPurchased, LabelVoided, decode
 from streams.core.outputs import stamp_alert
+from streams.core.revisions import standing
 from streams.core.settings import Settings
 
 NUM = "1Z999AA10123456784"  # a valid UPS number
@@ -491,7 +495,10 @@ def _same_alerts_in_every_order(events: list[Event], order: list[int]) -> None:
     expected = found(events, PROP)
     shuffled = [events[i] for i in order]
     assert found(shuffled, PROP) == expected
-    assert {(a["rule"], a["label_id"]) for a in run(shuffled, PROP, round_trip=True)} == expected
+    alerts = run(shuffled, PROP, round_trip=True)
+    assert {(a["rule"], a["label_id"]) for a in alerts} == expected
+    # field for field: event_time, labels, evidence and actions too
+    assert standing(alerts) == standing(run(sorted(events, key=order_key), PROP))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -527,8 +534,8 @@ def any_scenario(draw: st.DrawFn) -> list[Event]:
     return draw(st.permutations(events))
 
 
-def _open_records(state: TrackingState) -> set[tuple[str, str, str]]:
-    return {(rule, lb.label_id, raised.severity) for lb in state.labels.values()
+def _open_records(state: TrackingState) -> set[tuple[str, str, str, int]]:
+    return {(rule, lb.label_id, raised.severity, raised.digest) for lb in state.labels.values()
             for rule in RULES[1:] if (raised := getattr(lb, rule)) and raised.status == OPEN}
 
 
@@ -544,7 +551,9 @@ def test_open_alerts_equal_the_full_findings_after_any_event(events: list[Event]
         assert state is not None
         states[event.key] = state
         full = findings(TrackingState.from_bytes(state.to_bytes()), PROP)
-        assert _open_records(state) == {(rule, lid, f[1]) for (rule, lid), f in full.items()}
+        # the published content too (its digest): every field of the alert, not only its rule
+        assert _open_records(state) == {(rule, lid, f[1], content_digest(_body(f, event)))
+                                        for (rule, lid), f in full.items()}
 
 
 def test_settings_from_env() -> None:

@@ -9,11 +9,14 @@ import random
 from pathlib import Path
 
 import pytest
-from test_recovery import reference_alerts, workload
+from test_recovery import workload
 from test_worker_integration import (
+    alerts_of,
+    assert_same_alerts,
     new_pipeline,
+    offline_standing,
     produce,
-    unique_alerts,
+    standing_of,
     wait_idle,
     wait_topics,
 )
@@ -62,10 +65,7 @@ async def test_the_worker_rides_out_a_30s_broker_outage(tmp_path: Path) -> None:
                              data_dir=tmp_path / "kafka").start()
 
         await wait_idle(p, timeout=180)
-        from test_worker_integration import alerts_of
-
-        alerts = unique_alerts(await alerts_of(p))
-        assert set(alerts) == reference_alerts(messages)
+        assert_same_alerts(standing_of(await alerts_of(p)), offline_standing(messages))
         # a few lines per 10 s, not a storm: lost, still retrying (with a count), restored
         print(f"{len(during)} log lines during the {OUTAGE_SECONDS}s outage")
         assert len(during) <= 12 * (OUTAGE_SECONDS // 10 + 1), "\n".join(during[:50])

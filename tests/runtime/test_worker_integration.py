@@ -29,6 +29,7 @@ import orjson
 import pytest
 
 from streams.commands.demo import WorkerProcess
+from streams.core.revisions import standing
 from streams.tools.samples import (
     carrier_scan,
     journey,
@@ -208,34 +209,63 @@ async def alerts_of(p: Pipeline) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in await read_all(p.bootstrap, p.topics["alerts"])]
 
 
-IDENTITY = ("alert_id", "rule", "severity", "label_id", "seller_id", "order_id",
-            "tracking_number", "carrier")
+Standing = dict[str, dict[str, Any]]  # alert_id -> the open alert, as `standing` gives it
 
 
-def identity(alert: dict[str, Any]) -> tuple[Any, ...]:
-    """What an alert is about. `evidence`, `labels` and `event_time` describe what the
-    worker knew when it fired, which may differ between two runs that read the two input
-    topics in another interleaving."""
-    return tuple(alert[k] for k in IDENTITY)
+def standing_of(alerts: Iterable[dict[str, Any]], numbers: set[str] | None = None) -> Standing:
+    """The alerts that stand (highest revision of each alert_id, retracted ones dropped),
+    every field but `detected_at` and `revision` (`streams.core.revisions.standing`), about
+    `numbers` (all when None). A revision published twice (at least once) must be the same
+    publication, field for field but `detected_at`."""
+    alerts = list(alerts)
+    publications: dict[tuple[str, int], dict[str, Any]] = {}
+    for a in alerts:
+        body = {k: v for k, v in a.items() if k != "detected_at"}
+        assert publications.setdefault((a["alert_id"], a["revision"]), body) == body, (
+            f"two publications of revision {a['revision']} of {a['alert_id']}")
+    return {k: a for k, a in standing(alerts).items()
+            if numbers is None or a["tracking_number"] in numbers}
 
 
-def unique_alerts(alerts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """alert_id -> alert; a repeat (at-least-once) must be about the same finding."""
-    out: dict[str, dict[str, Any]] = {}
-    for alert in alerts:
-        seen = out.get(alert["alert_id"])
-        if seen is not None:
-            assert identity(seen) == identity(alert)
-        out[alert["alert_id"]] = alert
-    return out
+def offline_standing(messages: Iterable[dict[str, Any] | bytes],
+                     numbers: set[str] | None = None) -> Standing:
+    """What the offline mode (event-time order) makes of the same messages."""
+    from streams.tools.offline import Processor
+
+    alerts: list[dict[str, Any]] = []
+    proc = Processor(alerts.append, lambda d: None)
+    for i, m in enumerate(messages):
+        proc.feed(m if isinstance(m, bytes) else orjson.dumps(m), source="x", partition=0,
+                  offset=i)
+    proc.finish()
+    return standing_of(alerts, numbers)
 
 
-def summary(alerts: Iterable[dict[str, Any]], numbers: set[str]) -> set[tuple[str, ...]]:
-    return {
-        (a["rule"], a["tracking_number"], a["label_id"], a["severity"])
-        for a in alerts
-        if a["tracking_number"] in numbers
-    }
+def assert_same_alerts(got: Standing, expected: Standing) -> None:
+    """Field for field, with the differences named: missing, extra and differing alerts."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    differ = {k: {f: (got[k].get(f), v) for f, v in expected[k].items() if got[k].get(f) != v}
+              for k in set(got) & set(expected) if got[k] != expected[k]}
+    assert not missing and not extra and not differ, (
+        f"missing {[expected[k]['rule'] + ':' + expected[k]['label_id'] for k in missing]}; "
+        f"extra {[got[k]['rule'] + ':' + got[k]['label_id'] for k in extra]}; "
+        f"{len(differ)} differ (got, offline): {dict(list(differ.items())[:5])}")
+
+
+def summary(alerts: Standing) -> set[tuple[str, ...]]:
+    """What each standing alert is about, for the tests' hand-written expectations."""
+    return {(a["rule"], a["tracking_number"], a["label_id"], a["severity"])
+            for a in alerts.values()}
+
+
+async def assert_offline(p: Pipeline, messages: list[dict[str, Any]],
+                         numbers: set[str]) -> set[tuple[str, ...]]:
+    """The worker's standing alerts about `numbers` are the offline mode's over the same
+    messages, field for field; returns their summary."""
+    got = standing_of(await alerts_of(p), numbers)
+    assert_same_alerts(got, offline_standing(messages, numbers))
+    return summary(got)
 
 
 # ---------------------------------------------------------------- the module's worker
@@ -325,7 +355,7 @@ async def test_normal_traffic_reprints_voids_and_redeliveries(pipeline: Pipeline
 
     await feed(pipeline, msgs)
     numbers = {n_plain, n_reprint, n_redeliver, n_void, n_void_scanned, n_elsewhere, n_bad}
-    got = summary(unique_alerts(await alerts_of(pipeline)).values(), numbers)
+    got = await assert_offline(pipeline, msgs, numbers)
     assert got == {
         ("voided_label_scanned", n_void_scanned, f"L{t}-voidscan", "warning"),
         ("destination_mismatch", n_elsewhere, f"L{t}-elsewhere", "warning"),
@@ -351,8 +381,7 @@ async def test_incident_window_of_reused_numbers(pipeline: Pipeline) -> None:
     msgs.append(label_purchased(f"{t}-f3", f"L{t}-feb-D", n_inhouse_scans, "seller-D", feb))
 
     await feed(pipeline, msgs)
-    got = summary(unique_alerts(await alerts_of(pipeline)).values(),
-                  {n_out, n_in, n_inhouse_scans})
+    got = await assert_offline(pipeline, msgs, {n_out, n_in, n_inhouse_scans})
     assert got == {
         ("duplicate_tracking", n_out, f"L{t}-feb-C", "critical"),
         ("previously_used", n_out, f"L{t}-feb-C", "critical"),
@@ -366,18 +395,21 @@ async def test_scans_before_label_and_old_history_after(pipeline: Pipeline) -> N
     t = tag()
     n_early, n_late = fresh(), fresh()
     # the scans of a package reach the worker before its label: delivered elsewhere
-    await feed(pipeline, journey(f"{t}-e", n_early, T0 + timedelta(hours=5), "07302", "90012"))
+    parts = [journey(f"{t}-e", n_early, T0 + timedelta(hours=5), "07302", "90012")]
     # a February label first ...
-    await feed(pipeline, [
+    parts.append([
         label_purchased(f"{t}-e-l", f"L{t}-early", n_early, "s1", T0, ship_to=("10001", "US")),
         label_purchased(f"{t}-l-l", f"L{t}-late", n_late, "seller-N", T0),
     ])
-    # ... and the December history of its number after it (a backfill, a slow topic)
-    await feed(pipeline, [
+    # ... and the December history of its number after it (a backfill, a slow topic): the
+    # alerts about the February label are revised (their event time, labels and evidence)
+    parts.append([
         label_purchased(f"{t}-old", f"L{t}-old", n_late, "seller-O", DEC),
         *journey(f"{t}-old", n_late, DEC + timedelta(hours=4), "07302", "10001"),
     ])
-    got = summary(unique_alerts(await alerts_of(pipeline)).values(), {n_early, n_late})
+    for part in parts:
+        await feed(pipeline, part)
+    got = await assert_offline(pipeline, [m for part in parts for m in part], {n_early, n_late})
     assert got == {
         ("destination_mismatch", n_early, f"L{t}-early", "warning"),
         ("duplicate_tracking", n_late, f"L{t}-late", "critical"),
@@ -444,4 +476,4 @@ async def test_malformed_messages_are_dead_lettered(pipeline: Pipeline) -> None:
         assert raw == value
         assert base64.b64decode(d["key_b64"]) == t.encode()
     # none of them raised an alert
-    assert not summary(unique_alerts(await alerts_of(pipeline)).values(), {n})
+    assert standing_of(await alerts_of(pipeline), {n}) == {}
