@@ -181,9 +181,10 @@ def _short_reason(alert: dict[str, Any]) -> str:
 COLUMNS = ("EVENT TIME (UTC)", "SEVERITY", "RULE", "TRACKING NUMBER", "SELLER/ORDER", "WHY")
 
 
-def alert_cells(alert: dict[str, Any]) -> tuple[str, ...]:
+def alert_cells(alert: dict[str, Any], revision_note: bool = True) -> tuple[str, ...]:
     """An alert's columns: event time, severity, rule, number, seller/order, short reason; a
-    revision says so ("revised N:", or RETRACTED and the message that removed the finding)."""
+    revision says so ("revised N:", or RETRACTED and the message that removed the finding),
+    unless `revision_note` is off (a final alert: its revision depends on arrival order)."""
     when = str(alert.get("event_time", "")).replace("T", " ").rstrip("Z")[:16]
     severity = str(alert.get("severity", "")).upper()
     reason = _short_reason(alert)
@@ -193,7 +194,7 @@ def alert_cells(alert: dict[str, Any]) -> tuple[str, ...]:
         because = (alert.get("evidence") or {}).get("retracted_because") or {}
         reason = (f"retracted (revision {revision}): a late {because.get('type')} "
                   f"{because.get('event_id')} changed the finding")
-    elif revision > 1:
+    elif revision > 1 and revision_note:
         reason = f"revised (revision {revision}): {reason}"
     return (when, severity, str(alert.get("rule", "")), str(alert.get("tracking_number", "")),
             f"{alert.get('seller_id', '')}/{alert.get('order_id', '')}", reason)
@@ -458,7 +459,7 @@ class Printout:
         self.printed = True
         alerts = sorted((a for a in self.latest.values() if a.get("status", "open") == "open"),
                         key=_event_order)
-        rows = [alert_cells(a) for a in alerts]
+        rows = [alert_cells(a, revision_note=False) for a in alerts]
         self.table = Table(rows)
         print(self.table.line(COLUMNS), file=self.out)
         for cells in rows:
