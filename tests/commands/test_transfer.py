@@ -133,10 +133,17 @@ BIG = 3 << 20  # 3 MiB: over the worker's 1 MiB --max-message-bytes, under 8 MiB
 
 
 def _eleven_lines_with_a_big_one(path: Path) -> list[bytes]:
-    lines = [
-        orjson.dumps({**LABEL, "event_id": f"e-{i}", "order_id": f"O-{i}"}) for i in range(11)
-    ]
-    lines[4] = orjson.dumps({**LABEL, "event_id": "e-big", "notes": "x" * BIG})  # line 5
+    """Eleven contract labels of distinct numbers; line 5 padded to 3 MiB."""
+    from datetime import UTC, datetime
+
+    from streams.core.numbers import generate
+    from streams.tools.samples import label_purchased
+
+    at = datetime(2025, 3, 1, 10, tzinfo=UTC)
+    messages = [label_purchased(f"e-{i}", f"L-{i}", generate("usps", "usps_impb"), "S-1", at)
+                for i in range(11)]
+    messages[4]["notes"] = "x" * BIG  # line 5: valid JSON, just too big
+    lines = [orjson.dumps(m) for m in messages]
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     return lines
 
@@ -214,3 +221,51 @@ async def test_worker_creates_input_topics_as_import_does(
         assert Counter(values) == Counter(lines)
     finally:
         await kafka_admin.delete_topics(created)
+
+
+@pytest.mark.integration
+async def test_an_imported_3_mib_line_reaches_the_worker_which_dead_letters_it(
+        kafka_bootstrap: str, kafka_admin, tmp_path: Path) -> None:
+    """End to end: the worker creates its input topics, `import` sends all 11 lines, and the
+    worker dead-letters the 3 MiB one as too_large (over its 1 MiB --max-message-bytes)."""
+    import tempfile
+    import time
+
+    from streams.commands.demo import WorkerProcess
+    from streams.runtime.kafka_io import read_to_end
+
+    run = unique_topic_name("import-worker")
+    topics = {name: f"{run}.{name}" for name in ("labels", "scans", "alerts", "dead")}
+    source = tmp_path / "big.jsonl"
+    lines = _eleven_lines_with_a_big_one(source)
+    with tempfile.TemporaryDirectory() as state, WorkerProcess(
+        ["--bootstrap", kafka_bootstrap, "--app-id", run, "--state-dir", state,
+         "--partitions", "2", "--labels-topic", topics["labels"],
+         "--scans-topic", topics["scans"], "--alerts-topic", topics["alerts"],
+         "--deadletter-topic", topics["dead"], "--commit-interval", "0.5",
+         "--loglevel", "warning"],
+        log=tmp_path / "worker.log",
+    ) as worker:
+        deadline = time.monotonic() + 120
+        while topics["labels"] not in set(await kafka_admin.list_topics()):
+            assert worker.poll() is None and time.monotonic() < deadline
+            await asyncio.sleep(0.3)
+        argv = ["import", str(source), "--topic", topics["labels"],
+                "--bootstrap", kafka_bootstrap]
+        assert await asyncio.to_thread(main, argv) == 0
+
+        async def committed() -> int:  # input records ingest is done with
+            offsets = await kafka_admin.list_consumer_group_offsets(f"{run}-ingest")
+            return sum(o.offset for tp, o in offsets.items() if tp.topic == topics["labels"])
+
+        while await committed() < len(lines):
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the worker did not process the import"
+            await asyncio.sleep(0.3)
+        letters = [orjson.loads(r.value)
+                   async for r in read_to_end(kafka_bootstrap, [topics["dead"]])]
+    # the other ten are events: only the big one is dead-lettered
+    assert [(d["error"]["code"], d["source_topic"], d.get("value_size")) for d in letters] == [
+        ("too_large", topics["labels"], len(lines[4]))]
+    await kafka_admin.delete_topics([t for t in set(await kafka_admin.list_topics())
+                                     if t.startswith(run)])
