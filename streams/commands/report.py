@@ -30,6 +30,7 @@ from streams.runtime.kafka_io import (
     config_from_args,
 )
 from streams.tools import impact
+from streams.tools.files import describe_os_error, open_input
 
 COLORS = {
     "invalid_tracking": "#8c6bb1",
@@ -73,7 +74,7 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
         return asyncio.run(_load_topic(config_from_args(args), args.topic))
     if args.alerts_file == "-":
         return list(impact.read_alerts(sys.stdin.buffer, "<stdin>"))
-    with open(args.alerts_file, "rb") as handle:
+    with open_input(args.alerts_file) as handle:
         return list(impact.read_alerts(handle, args.alerts_file))
 
 
@@ -93,7 +94,11 @@ async def _load_topic(kafka: Any, topic: str) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     try:
         alerts = _load(args)
-    except (OSError, impact.AlertsError, KafkaUnavailable, KafkaConfigError) as exc:
+    except OSError as exc:
+        print(f"report: {describe_os_error(exc, exc.filename or args.alerts_file)}",
+              file=sys.stderr)
+        return 2
+    except (impact.AlertsError, KafkaUnavailable, KafkaConfigError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2
     result = impact.assess(alerts, args.since, args.until)

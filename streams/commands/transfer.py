@@ -213,7 +213,7 @@ def run_import(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     try:
         result = asyncio.run(_import(args, source, size))
-    except KafkaUnavailable as exc:
+    except (KafkaUnavailable, RuntimeError) as exc:  # RuntimeError: the topic not created
         print(f"import: {exc}", file=sys.stderr)
         return 2
     finally:

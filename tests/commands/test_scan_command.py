@@ -121,3 +121,13 @@ def test_report_reads_an_exported_alerts_topic(
         reports.append(orjson.loads(capsysbinary.readouterr().out))
     assert reports[0] == reports[1]
     assert reports[0]["sellers"]
+
+
+def test_report_names_a_missing_file_or_a_directory_in_a_sentence(
+        corpus: dict[str, Path], capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    missing = corpus["dir"] / "none.jsonl"
+    assert main(["report", "--alerts", str(missing)]) == 2
+    assert capsysbinary.readouterr().err.decode() == f"report: {missing}: no such file\n"
+    assert main(["report", "--alerts", str(corpus["dir"])]) == 2
+    assert capsysbinary.readouterr().err.decode() == (
+        f"report: {corpus['dir']} is a directory; give a file (JSON Lines)\n")
