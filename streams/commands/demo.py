@@ -1,9 +1,10 @@
-"""Run the whole pipeline on a bundled sample incident and print each alert as it arrives.
+"""Run the whole pipeline on a bundled sample incident and print its alerts.
 
 Uses the Kafka at --bootstrap / $KAFKA_BOOTSTRAP_SERVERS when given, else starts a local
 broker (Java 17+; the Kafka jars are fetched once). Starts one worker, feeds the sample
 (streams/tools/samples/incident.jsonl: the Feb 2025 USPS number reuse in miniature) and prints one
-line per alert. Ctrl-C (or SIGTERM) stops the worker and the broker; nothing is left running.
+line per alert, in event-time order once they are all in (the same every run). Ctrl-C (or
+SIGTERM) stops the worker and the broker; nothing is left running.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="stop once every alert the sample should raise has arrived "
                         "(exit 1 if they do not within --timeout)")
     parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds to wait for the sample's alerts with "
-                        "--exit-after-sample (default 120)")
+                        help="seconds to wait for the sample's alerts (default 120); then "
+                        "what arrived is printed (with --exit-after-sample: and exit 1)")
     parser.add_argument("--worker-log", type=Path, default=None,
                         help="file for the worker's log (default: a temporary file)")
 
@@ -549,7 +550,6 @@ class Lookups:
 
         self.url = url
         self.reissued = reissued
-        self.done = False
         latest = ""
         numbers = set()
         for line in lines:
@@ -572,7 +572,6 @@ class Lookups:
         self.fresh = ("usps", fresh)
 
     async def print(self, out: IO[str]) -> None:
-        self.done = True
         asks = [("re-issued", self.reissued), ("fresh", self.fresh)]
         print(f"lookups before selling a label, as of {self.at}:", file=out)
         for what, found in asks:
