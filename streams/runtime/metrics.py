@@ -27,7 +27,7 @@ JSON reason. Neither needs the API token: probes and scrapers do not carry one.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -45,9 +45,10 @@ AGE_BUCKETS = (1.0, 10.0, 60.0, 300.0, 3600.0, 6 * 3600.0, _DAY, 7 * _DAY, 30 * 
 
 
 class BatchHistogram:
-    """A histogram observed a batch of values at a time: the event age is observed for every
-    input event, and prometheus_client's `Histogram.observe` costs ~0.8 us a value (measured)
-    against ~0.15 for a bisect here. Same exposition as a Histogram (_bucket, _count, _sum)."""
+    """A histogram of ages observed a batch at a time: the event age is observed for every
+    input event, and prometheus_client's `Histogram.observe` (a lock and a bucket search per
+    value) took 2-4x the time of `observe_ages` per value, measured side by side. Same
+    exposition as a Histogram (_bucket, _count, _sum)."""
 
     def __init__(self, name: str, documentation: str, buckets: Sequence[float],
                  registry: CollectorRegistry) -> None:
@@ -58,13 +59,18 @@ class BatchHistogram:
         self.sum = 0.0
         registry.register(self)
 
-    def observe_many(self, values: Iterable[float]) -> None:
-        counts, bounds = self.counts, self.bounds
+    def observe_ages(self, now: float, times: Iterable[float]) -> None:
+        """`now - t` for each t, 0 for a t after `now`: bisects the times against the bounds
+        turned into times (age <= bound <=> t >= now - bound), no subtraction per value."""
+        counts, n = self.counts, len(self.bounds)
+        cuts = [now - bound for bound in reversed(self.bounds)]  # ascending
         total = 0.0
-        for value in values:
-            counts[bisect_left(bounds, value)] += 1  # le: value <= bound
-            total += value
-        self.sum += total
+        count = 0
+        for t in times:
+            counts[n - bisect_right(cuts, t)] += 1
+            count += 1
+            total += t if t < now else now
+        self.sum += count * now - total
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         cumulative, running = [], 0
@@ -129,7 +135,7 @@ class Metrics:
     def observe_event_ages(self, now_s: float, event_times: Iterable[int]) -> None:
         """The age of each event read at `now_s`, from its event time (epoch s); an event
         stamped in the future (clock skew) counts as 0."""
-        self.event_age.observe_many(max(0.0, now_s - t) for t in event_times)
+        self.event_age.observe_ages(now_s, event_times)
 
     def set_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
         """(topic, partition, lag) of this worker's partitions now; others are removed."""
