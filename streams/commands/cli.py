@@ -24,6 +24,9 @@ COMMANDS: dict[str, str] = {
     "simulate": "simulate",
     "report": "report",
     "broker": "broker",
+    "notify": "notify",
+    "console": "console",
+    "alerts": "alerts",
 }
 
 

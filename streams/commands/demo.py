@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,6 +54,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "what arrived is printed (with --exit-after-sample: and exit 1)")
     parser.add_argument("--worker-log", type=Path, default=None,
                         help="file for the worker's log (default: a temporary file)")
+    parser.add_argument("--console-port", type=int, default=8080,
+                        help="port of the live console (`tracking-validator console`) on "
+                        "127.0.0.1; another free one when taken, -1 for no console "
+                        "(default 8080)")
 
 
 # ---------------------------------------------------------------- a worker in a subprocess
@@ -202,11 +207,15 @@ def alert_cells(alert: dict[str, Any], revision_note: bool = True) -> tuple[str,
 
 
 class Table:
-    """Rows in columns as wide as their widest cell (the last column is not padded)."""
+    """Rows in columns as wide as their widest cell (the last column is not padded), at least
+    `minimum` wide."""
 
-    def __init__(self, rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS) -> None:
+    def __init__(self, rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS,
+                 minimum: Sequence[int] = ()) -> None:
         self.widths = [max(len(str(cell)) for cell in column)
                        for column in zip(header, *rows, strict=True)]
+        for i, width in enumerate(minimum):
+            self.widths[i] = max(self.widths[i], width)
         self.header = header
 
     def line(self, cells: Sequence[str]) -> str:
@@ -214,10 +223,15 @@ class Table:
         return "  ".join([*padded, str(cells[-1])]).rstrip()
 
 
+# A line printed on its own (`alerts`, the demo's late arrivals) lines up with the next one
+# for the usual widths: event time, RETRACTED, the longest rule, a USPS number, seller/order
+LINE_WIDTHS = (16, 9, 20, 22, 33)
+
+
 def format_alert(alert: dict[str, Any]) -> str:
-    """One alert on its own line (columns as wide as its own cells)."""
+    """One alert on its own line, its columns at least LINE_WIDTHS wide."""
     cells = alert_cells(alert)
-    return Table([cells]).line(cells)
+    return Table([cells], minimum=LINE_WIDTHS).line(cells)
 
 
 def format_dead_letter(record: dict[str, Any]) -> str:
@@ -393,6 +407,8 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
         try:
             kafka = _kafka(args, bootstrap)
             await _wait_topics(kafka, list(topics.values()), worker)
+            console_stop = asyncio.Event()
+            console = await _start_console(args, kafka, prefix, topics, web_port, console_stop)
             consumer = AIOKafkaConsumer(
                 topics["alerts"], topics["deadletter"],
                 bootstrap_servers=kafka.bootstrap, group_id=None, auto_offset_reset="earliest",
@@ -410,6 +426,10 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
                                           lookup)
             finally:
                 await consumer.stop()
+                console_stop.set()
+                if console is not None:
+                    with contextlib.suppress(Exception):
+                        await console
         finally:
             rc = worker.stop()
             print(f"worker stopped (exit {rc})", file=sys.stderr)
@@ -453,7 +473,7 @@ class Printout:
 
     def _print_alert(self, alert: dict[str, Any]) -> None:
         cells = alert_cells(alert)
-        table = self.table or Table([cells])
+        table = self.table or Table([cells], minimum=LINE_WIDTHS)
         print(table.line(cells), file=self.out, flush=True)
 
     def print_all(self) -> None:
@@ -524,6 +544,35 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: Expected
             print("demo: idle. Ctrl-C stops it (worker and broker).", file=sys.stderr,
                   flush=True)
     return 130 if args._signal == signal.SIGINT else 0
+
+
+async def _start_console(args: argparse.Namespace, kafka: Any, prefix: str,
+                         topics: dict[str, str], web_port: int,
+                         stop: asyncio.Event) -> asyncio.Future[None] | None:
+    """The live console on the demo's topics, its URL printed; None with --console-port -1."""
+    if args.console_port < 0:
+        return None
+    from streams.runtime.console import Console, ConsoleConfig
+
+    port = args.console_port
+    for attempt in (port, 0):  # the asked port, else any free one
+        console = Console(ConsoleConfig(
+            kafka=kafka, port=attempt, worker_urls=[f"http://127.0.0.1:{web_port}"],
+            since=datetime(1970, 1, 1, tzinfo=UTC),  # the whole sample, however old
+            topics={"alert": topics["alerts"], "incident": f"{prefix}tracking.incidents",
+                    "action": f"{prefix}tracking.actions"}))
+        started = asyncio.Event()
+        task = asyncio.ensure_future(console.run(stop, started))
+        waiting = asyncio.ensure_future(started.wait())
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if started.is_set():
+            print(f"console: {console.url}/", file=sys.stderr, flush=True)
+            return task
+        waiting.cancel()
+        failure = task.exception()
+        if not isinstance(failure, OSError) or attempt == 0:
+            raise failure or RuntimeError("the console stopped while starting")
+    return None
 
 
 def _free_port() -> int:
