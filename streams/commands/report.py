@@ -30,6 +30,7 @@ from streams.runtime.kafka_io import (
     config_from_args,
 )
 from streams.tools import impact
+from streams.tools.files import describe_os_error, open_input
 
 COLORS = {
     "invalid_tracking": "#8c6bb1",
@@ -39,6 +40,15 @@ COLORS = {
     "voided_label_scanned": "#66a61e",
 }
 _HTML_SELLER_ROWS = 500  # the page stays light; csv/json list every seller
+_HTML_LABELS_PER_SELLER = 1000  # past this, the seller's list says how many more
+# the alert schema's actions, in the order a seller works through them
+ACTION_NAMES = {
+    "protect_account_health": "protect account health",
+    "fund_a_to_z_claim": "fund A-to-z claim",
+    "notify_buyer": "notify buyer",
+    "refund_label": "refund label",
+    "hold_label_sales": "hold label sales",
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +62,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", "--since", dest="since", type=impact.parse_time,
                         help="event_time >= (RFC 3339/date)")
     parser.add_argument("--until", type=impact.parse_time, help="event_time < (RFC 3339/date)")
-    parser.add_argument("--format", choices=("csv", "json", "html"), default="csv")
+    parser.add_argument("--format", choices=("csv", "json", "html"), default="csv",
+                        help="csv: one row per seller (default); json: everything, with the "
+                        "lists of orders and labels; html: one offline page")
     parser.add_argument("--output", metavar="PATH", help="write here instead of stdout")
     parser.add_argument("--title", default="Tracking number incident impact", help="HTML title")
 
@@ -62,7 +74,7 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
         return asyncio.run(_load_topic(config_from_args(args), args.topic))
     if args.alerts_file == "-":
         return list(impact.read_alerts(sys.stdin.buffer, "<stdin>"))
-    with open(args.alerts_file, "rb") as handle:
+    with open_input(args.alerts_file) as handle:
         return list(impact.read_alerts(handle, args.alerts_file))
 
 
@@ -82,7 +94,11 @@ async def _load_topic(kafka: Any, topic: str) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     try:
         alerts = _load(args)
-    except (OSError, impact.AlertsError, KafkaUnavailable, KafkaConfigError) as exc:
+    except OSError as exc:
+        print(f"report: {describe_os_error(exc, exc.filename or args.alerts_file)}",
+              file=sys.stderr)
+        return 2
+    except (impact.AlertsError, KafkaUnavailable, KafkaConfigError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2
     result = impact.assess(alerts, args.since, args.until)
@@ -198,6 +214,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 table{border-collapse:collapse;width:100%;font-size:13px}.scroll{overflow-x:auto}
 th,td{border-bottom:1px solid #e6e9ed;padding:5px 8px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#f4f6f8;position:sticky;top:0}
+.actions th,.actions td{text-align:left}details.seller{margin:10px 0}
+summary{cursor:pointer;padding:4px 0}
 svg{width:100%;max-width:960px;height:auto;font-size:11px;fill:#44505c}
 svg .grid{stroke:#e6e9ed}svg .axis{stroke:#8a949e}
 """
@@ -205,6 +223,42 @@ svg .grid{stroke:#e6e9ed}svg .axis{stroke:#8a949e}
 
 def _card(value: Any, label: str) -> str:
     return f'<div class="card"><b>{escape(str(value))}</b><span>{escape(label)}</span></div>'
+
+
+def _refund(seller: impact.SellerImpact, line: impact.LabelActions) -> str:
+    if "refund_label" not in line.actions:
+        return ""
+    priced = seller.labels_to_refund.get(line.label_id)
+    return "no cost on the label" if priced is None else f"{priced[0]:.2f} {priced[1]}"
+
+
+def _sellers_to_act_on(result: impact.Impact) -> str:
+    """Per seller (as many as the table above), one row per affected order's label."""
+    head = ("order", "label", "tracking number", "findings", "actions", "refund")
+    parts = []
+    for seller in result.sellers[:_HTML_SELLER_ROWS]:
+        lines = seller.to_act_on()
+        owed = ", ".join(f"{a:.2f} {c}" for c, a in seller.refunds_owed.items()) or "none"
+        rows = []
+        for line in lines[:_HTML_LABELS_PER_SELLER]:
+            actions = ", ".join(name for action, name in ACTION_NAMES.items()
+                                if action in line.actions)
+            rules = ", ".join(r for r in impact.RULES if r in line.rules)
+            cells = (line.order_id, line.label_id,
+                     f"{line.carrier} {line.tracking_number}".strip(), rules, actions,
+                     _refund(seller, line))
+            rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+        more = len(lines) - _HTML_LABELS_PER_SELLER
+        note = (f'<p class="muted">{more} more labels in the JSON report.</p>'
+                if more > 0 else "")
+        parts.append(
+            f'<details class="seller" open><summary><b>{escape(seller.seller_id)}</b>: '
+            f"{len(seller.affected_orders)} orders, {len(seller.labels_to_refund)} labels to "
+            f"refund, refunds owed {escape(owed)}</summary>"
+            f'<div class="scroll"><table class="actions"><thead><tr>'
+            + "".join(f"<th>{escape(h)}</th>" for h in head)
+            + f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>{note}</details>')
+    return "\n".join(parts)
 
 
 def render_html(result: impact.Impact, title: str) -> str:
@@ -249,5 +303,9 @@ delivery and late shipment rate.</p>
 <thead><tr>{"".join(f"<th>{escape(h)}</th>" for h in header)}</tr></thead>
 <tbody>{"".join(rows)}</tbody></table></div>
 {note}
+<h2>What to act on, per seller</h2>
+<p class="muted">Each affected order's labels, the findings on them, what to do and the label
+refund owed (the label's cost).</p>
+{_sellers_to_act_on(result)}
 </body></html>
 """

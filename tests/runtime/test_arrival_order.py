@@ -47,6 +47,7 @@ from test_worker_integration import (
     pipeline_lag,
     read_all,
     wait_idle,
+    wait_serving,
     wait_topics,
 )
 
@@ -389,6 +390,7 @@ async def test_restarts_midway(
     await stop(p)
     p.start()
     try:
+        await wait_serving(p)
         await wait_idle(p, timeout=120)
     finally:
         await stop(p)

@@ -182,6 +182,19 @@ async def pipeline_lag(p: Pipeline) -> int:
     return -1 if -1 in (inputs, internal) else inputs + internal
 
 
+async def wait_serving(p: Pipeline, timeout: float = 120.0) -> None:
+    """Until the worker started last has taken its input partitions (a SIGTERM before it
+    installs its handlers ends it with -15, as any process)."""
+    assert p.worker is not None
+    deadline = time.monotonic() + timeout
+    while "ingest assigned partitions" not in p.log.read_text(errors="replace").split(
+            "Signal received")[-1]:
+        if p.worker.poll() is not None:
+            raise AssertionError(f"worker exited with {p.worker.poll()}; log: {p.log}")
+        assert time.monotonic() < deadline, f"worker not serving in {timeout}s; log: {p.log}"
+        await asyncio.sleep(0.2)
+
+
 async def wait_idle(p: Pipeline, timeout: float = 90.0) -> None:
     """Until the worker committed every input and internal-topic record."""
     deadline = time.monotonic() + timeout
