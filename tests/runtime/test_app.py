@@ -240,7 +240,6 @@ async def test_a_hold_cancels_what_a_late_label_retracts_and_publishes_the_rest(
         for frame in (old, scan, new):
             applying = time.monotonic()
             await agent.put(internal_topic.encode_frame([(1, e) for e in frame]), partition=p)
-            await asyncio.sleep(0.5)  # LOAD
         if hold:
             assert captured.to(config.alerts_topic) == []  # all held so far
         stage._writer = asyncio.ensure_future(stage._write_loop())
