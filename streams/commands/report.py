@@ -174,6 +174,7 @@ def _timeline_svg(result: impact.Impact) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + 28}" '
         f'role="img" aria-label="Alerts per hour by rule">'
     ]
+    names: list[str] = []  # the bands' names, drawn over the bars
     for incident in result.incidents:  # a band per incident, behind the bars
         start = impact.parse_time(incident["started_at"])
         end = impact.parse_time(incident["ended_at"])
@@ -187,9 +188,9 @@ def _timeline_svg(result: impact.Impact) -> str:
             f'height="{plot_h}"><title>incident {escape(name)} {escape(incident["status"])}: '
             f'{escape(incident["started_at"])} to {escape(incident["ended_at"])}, '
             f'{incident["alerts"]} alerts, {incident["sellers"]} sellers</title></rect>'
-            f'<text x="{x0 + 3:.1f}" y="{top + 11}" class="incident-label">{escape(name)}'
-            f"</text>"
         )
+        names.append(f'<text x="{x0 + 3:.1f}" y="{top + 11}" class="incident-label">'
+                     f"{escape(name)}</text>")
     for i in range(5):  # horizontal grid and y labels
         value = peak * i / 4
         y = top + plot_h - plot_h * i / 4
@@ -212,6 +213,7 @@ def _timeline_svg(result: impact.Impact) -> str:
                 f'height="{h:.2f}" fill="{COLORS[rule]}"><title>'
                 f"{hour:%Y-%m-%d %H:00} UTC: {n} {rule}</title></rect>"
             )
+    parts.extend(names)
     day_step = max(1, count // 24 // 12 + 1)  # at most ~12 day labels
     day = first.replace(hour=0)
     while day <= last:
@@ -256,7 +258,7 @@ th:first-child,td:first-child{text-align:left}th{background:#f4f6f8;position:sti
 svg{width:100%;max-width:960px;height:auto;font-size:11px;fill:#44505c}
 svg .grid{stroke:#e6e9ed}svg .axis{stroke:#8a949e}
 svg .incident{fill:#d7301f;fill-opacity:.12;stroke:#d7301f;stroke-opacity:.5}
-svg .incident-label{fill:#a50f15;font-weight:600}
+svg .incident-label{fill:#a50f15;font-weight:600;paint-order:stroke;stroke:#fff;stroke-width:3}
 """
 
 
