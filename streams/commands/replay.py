@@ -14,7 +14,11 @@ deletes the replay's internal topics and local state afterwards.
 `--in-memory` runs the offline core in this one process instead (state and the decoded
 history in memory, applied in event-time order): quicker to start for a small history (no
 topics or consumer groups to set up), but its memory grows with the history (~1.4 KB per
-event), so it is for histories of up to a few hundred thousand events.
+event), so it is for histories of up to a few hundred thousand events. It also writes the
+response (contract, "Incidents and actions"), as `scan --incidents/--actions` does: the
+incidents to `--incidents-topic` (default tracking.incidents.replay, key `carrier:channel`)
+and the due actions to `--actions-topic` (default tracking.actions.replay, key `order_id`),
+at the watermark of the greatest event time read, after the alerts.
 
 With `--from TIME` only records from that time on are read: state starts empty there, so
 start at least one reuse window (180 days) before the period you care about.
@@ -30,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streams.commands import response_settings
 from streams.core.outputs import dumps
 from streams.runtime.kafka_io import (
     KafkaUnavailable,
@@ -37,7 +42,7 @@ from streams.runtime.kafka_io import (
     config_from_args,
 )
 from streams.tools.impact import parse_time
-from streams.tools.offline import ORDERS, Processor, Summary, paused_gc
+from streams.tools.offline import ORDERS, Processor, Response, Summary, paused_gc
 from streams.tools.progress import Progress
 
 
@@ -62,6 +67,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alerts-topic", default="tracking.alerts.replay",
                         help="where the replay's alerts go, revisions included (default "
                         "tracking.alerts.replay; never an input topic)")
+    parser.add_argument("--incidents-topic", default="tracking.incidents.replay",
+                        help="incidents out, key carrier:channel (tracking.incidents.replay)")
+    parser.add_argument("--actions-topic", default="tracking.actions.replay",
+                        help="per-order actions out, key order_id (tracking.actions.replay)")
     parser.add_argument("--deadletter-topic", "--dead-letters-topic", dest="dead_letters_topic",
                         default="tracking.deadletter.replay",
                         help="where the replay's dead letters go (default "
@@ -89,10 +98,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", "--loglevel", dest="loglevel", default="warning",
                         choices=["debug", "info", "warning", "error"],
                         help="log level of the stream runtime (default warning)")
+    response_settings.add_arguments(parser)
+
+
+def incident_key(record: dict[str, Any]) -> bytes:
+    """The tracking.incidents record key: `carrier:channel`."""
+    return f"{record['carrier']}:{record['channel']}".encode()
 
 
 async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
-    """Run the replay; (summary, input topics that do not exist)."""
+    """Run the replay; (summary, input topics that do not exist). The response's records
+    are left in `args.response_records` (incidents, actions)."""
     from streams.runtime.kafka_io import (
         Sender,
         ensure_topics,
@@ -102,12 +118,12 @@ async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
     )
 
     kafka = config_from_args(args)
-    if args.alerts_topic in (args.labels_topic, args.scans_topic):
-        raise ValueError("the alerts topic must not be an input topic")
-    await ensure_topics(
-        kafka, [args.alerts_topic, args.dead_letters_topic], args.partitions,
-        args.replication,
-    )  # fmt: skip
+    settings = response_settings.settings_from(args)
+    outputs = [args.alerts_topic, args.dead_letters_topic, args.incidents_topic,
+               args.actions_topic]
+    if set(outputs) & {args.labels_topic, args.scans_topic}:
+        raise ValueError("an output topic must not be an input topic")
+    await ensure_topics(kafka, outputs, args.partitions, args.replication)
     outbox: list[tuple[str, bytes | None, bytes]] = []
 
     def on_alert(alert: dict[str, Any]) -> None:
@@ -116,7 +132,8 @@ async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
     def on_dead_letter(record: dict[str, Any]) -> None:
         outbox.append((args.dead_letters_topic, current_key, dumps(record)))
 
-    processor = Processor(on_alert, on_dead_letter, order=args.order)
+    response = Response(on_alert, settings)
+    processor = Processor(response.on_alert, on_dead_letter, settings, order=args.order)
     current_key: bytes | None = None
     missing: list[str] = []
     progress = Progress("replay")
@@ -147,6 +164,13 @@ async def replay(args: argparse.Namespace) -> tuple[Summary, list[str]]:
                     await flush()
             summary = processor.finish("replay: apply in event-time order")
             await flush()
+            incidents, actions = response.records(summary.watermark)
+            for record in incidents:
+                outbox.append((args.incidents_topic, incident_key(record), dumps(record)))
+            for record in actions:
+                outbox.append((args.actions_topic, record["order_id"].encode(), dumps(record)))
+            args.response_records = (incidents, actions)
+            await flush()
             await sender.drain()
     finally:
         await producer.stop()
@@ -167,6 +191,11 @@ def run(args: argparse.Namespace) -> int:
         summary.line("replay") + f" -> {args.alerts_topic}, {args.dead_letters_topic}",
         file=sys.stderr,
     )
+    from streams.commands.scan import response_line
+
+    incidents, actions = args.response_records
+    print(response_line("replay", incidents, actions)
+          + f" -> {args.incidents_topic}, {args.actions_topic}", file=sys.stderr)
     return 0
 
 
@@ -188,6 +217,7 @@ def run_on_stream_runtime(args: argparse.Namespace) -> int:
 
     try:
         kafka = config_from_args(args)
+        settings = response_settings.settings_from(args)
     except ValueError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
@@ -209,7 +239,7 @@ def run_on_stream_runtime(args: argparse.Namespace) -> int:
         partitions=args.partitions, replication=args.replication,
         labels_topic=args.labels_topic, scans_topic=args.scans_topic,
         alerts_topic=args.alerts_topic, deadletter_topic=args.dead_letters_topic,
-        replay=True,
+        settings=settings, replay=True,
         replay_from_ms=None if args.from_time is None else int(args.from_time.timestamp()
                                                                * 1000),
     )

@@ -6,8 +6,13 @@ without a consumer group). Of each `alert_id` the highest `revision` counts, and
 its `status` is open (a retracted alert counts for nothing); `--from`/`--until` select on its
 `event_time` ([from, until)). `--alerts-file`, `--topic` and `--since` are older spellings.
 See streams/tools/impact.py for how each figure is counted.
-Formats: csv (one row per seller), json (totals, sellers with their order ids, hourly
-timeline), html (one self-contained page: inline CSS and SVG, nothing fetched).
+Formats: csv (one row per seller; then, after a blank line, an incidents section with its
+own header), json (totals, sellers with their order ids, hourly timeline, incidents), html
+(one self-contained page: inline CSS and SVG, nothing fetched; a band per incident over the
+timeline, and a table of them). Incidents are read from `--incidents PATH` (scan's
+--incidents output, `-` for stdin) or `--incidents-topic` (tracking.incidents, read like the
+alerts topic), else derived from the alerts with the --incident-* settings (see
+streams/tools/impact.py).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from typing import Any
 
 import orjson
 
+from streams.commands import response_settings
 from streams.runtime.kafka_io import (
-    KafkaConfigError,
     KafkaUnavailable,
     add_bootstrap_argument,
     config_from_args,
@@ -67,6 +72,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "lists of orders and labels; html: one offline page")
     parser.add_argument("--output", metavar="PATH", help="write here instead of stdout")
     parser.add_argument("--title", default="Tracking number incident impact", help="HTML title")
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument("--incidents", metavar="PATH",
+                       help="incident records (JSON Lines, - = stdin) to show instead of "
+                       "deriving them from the alerts")
+    given.add_argument("--incidents-topic", metavar="TOPIC",
+                       help="read the incident records from this topic (e.g. "
+                       "tracking.incidents) instead")
+    response_settings.add_arguments(parser)
 
 
 def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -79,29 +92,45 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 async def _load_topic(kafka: Any, topic: str) -> list[dict[str, Any]]:
+    alerts: list[dict[str, Any]] = []
+    for offset, value in await _read_topic(kafka, topic):
+        alerts.extend(impact.read_alerts([value], f"{topic}@{offset}"))
+    return alerts
+
+
+async def _read_topic(kafka: Any, topic: str) -> list[tuple[int, bytes]]:
+    """(offset, value) of every record, from the beginning to the end offsets at start."""
     from streams.runtime.kafka_io import read_to_end
 
     def on_start(total: int, missing: list[str]) -> None:
         if missing:
             raise impact.AlertsError(f"no such topic: {', '.join(missing)}")
 
-    alerts: list[dict[str, Any]] = []
-    async for record in read_to_end(kafka, [topic], on_start=on_start):
-        alerts.extend(impact.read_alerts([record.value or b""], f"{topic}@{record.offset}"))
-    return alerts
+    return [(record.offset, record.value or b"")
+            async for record in read_to_end(kafka, [topic], on_start=on_start)]
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        settings = response_settings.settings_from(args)
         alerts = _load(args)
+        if args.incidents:
+            incidents = _load_incidents(args)
+        elif args.incidents_topic:
+            read = asyncio.run(_read_topic(config_from_args(args), args.incidents_topic))
+            incidents = impact.read_incidents([value for _, value in read],
+                                              args.incidents_topic, args.since, args.until)
+        else:
+            incidents = impact.incidents_of(alerts, settings, args.since, args.until)
     except OSError as exc:
         print(f"report: {describe_os_error(exc, exc.filename or args.alerts_file)}",
               file=sys.stderr)
         return 2
-    except (impact.AlertsError, KafkaUnavailable, KafkaConfigError) as exc:
+    except (ValueError, KafkaUnavailable) as exc:  # AlertsError, KafkaConfigError
         print(f"report: {exc}", file=sys.stderr)
         return 2
     result = impact.assess(alerts, args.since, args.until)
+    result.incidents = incidents
     if args.format == "json":
         data = orjson.dumps(impact.to_dict(result), option=orjson.OPT_INDENT_2) + b"\n"
     elif args.format == "csv":
@@ -117,11 +146,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_incidents(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.incidents == "-":
+        return impact.read_incidents(sys.stdin.buffer, "<stdin>", args.since, args.until)
+    with open(args.incidents, "rb") as handle:
+        return impact.read_incidents(handle, args.incidents, args.since, args.until)
+
+
 def render_csv(result: impact.Impact) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(impact.csv_header(result))
     writer.writerows(impact.csv_rows(result))
+    if result.incidents:  # a second table: a blank line, its header, its rows
+        writer.writerow([])
+        writer.writerows(impact.incident_rows(result))
     return out.getvalue()
 
 
@@ -151,6 +190,23 @@ def _timeline_svg(result: impact.Impact) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + 28}" '
         f'role="img" aria-label="Alerts per hour by rule">'
     ]
+    names: list[str] = []  # the bands' names, drawn over the bars
+    for incident in result.incidents:  # a band per incident, behind the bars
+        start = impact.parse_time(incident["started_at"])
+        end = impact.parse_time(incident["ended_at"])
+        x0 = max(left, left + (start - first) / timedelta(hours=1) * bar_w)
+        x1 = min(left + plot_w, left + (end - first) / timedelta(hours=1) * bar_w)
+        if x1 <= x0:
+            continue
+        name = f"{incident['carrier']}/{incident['channel'] or '-'}"
+        parts.append(
+            f'<rect class="incident" x="{x0:.2f}" y="{top}" width="{x1 - x0:.2f}" '
+            f'height="{plot_h}"><title>incident {escape(name)} {escape(incident["status"])}: '
+            f'{escape(incident["started_at"])} to {escape(incident["ended_at"])}, '
+            f'{incident["alerts"]} alerts, {incident["sellers"]} sellers</title></rect>'
+        )
+        names.append(f'<text x="{x0 + 3:.1f}" y="{top + 11}" class="incident-label">'
+                     f"{escape(name)}</text>")
     for i in range(5):  # horizontal grid and y labels
         value = peak * i / 4
         y = top + plot_h - plot_h * i / 4
@@ -173,6 +229,7 @@ def _timeline_svg(result: impact.Impact) -> str:
                 f'height="{h:.2f}" fill="{COLORS[rule]}"><title>'
                 f"{hour:%Y-%m-%d %H:00} UTC: {n} {rule}</title></rect>"
             )
+    parts.extend(names)
     day_step = max(1, count // 24 // 12 + 1)  # at most ~12 day labels
     day = first.replace(hour=0)
     while day <= last:
@@ -218,7 +275,22 @@ th:first-child,td:first-child{text-align:left}th{background:#f4f6f8;position:sti
 summary{cursor:pointer;padding:4px 0}
 svg{width:100%;max-width:960px;height:auto;font-size:11px;fill:#44505c}
 svg .grid{stroke:#e6e9ed}svg .axis{stroke:#8a949e}
+svg .incident{fill:#d7301f;fill-opacity:.12;stroke:#d7301f;stroke-opacity:.5}
+svg .incident-label{fill:#a50f15;font-weight:600;paint-order:stroke;stroke:#fff;stroke-width:3}
 """
+
+
+def _incidents_html(result: impact.Impact) -> str:
+    """The incidents (a shaded band each on the timeline) as a table."""
+    if not result.incidents:
+        return '<p class="muted">No incidents: no carrier and channel had enough critical ' \
+            'alerts of enough sellers in one window.</p>'
+    rows = list(impact.incident_rows(result))
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in rows[1:])
+    return (f"<h2>Incidents ({len(result.incidents)})</h2>\n<div class=\"scroll\"><table>"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def _card(value: Any, label: str) -> str:
@@ -281,6 +353,7 @@ def render_html(result: impact.Impact, title: str) -> str:
     rows = []
     for row in list(impact.csv_rows(result))[:_HTML_SELLER_ROWS]:
         rows.append("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>")
+    incidents = _incidents_html(result)
     more = len(result.sellers) - _HTML_SELLER_ROWS
     note = f'<p class="muted">{more} more sellers in the CSV/JSON report.</p>' if more > 0 else ""
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -298,6 +371,7 @@ delivery and late shipment rate.</p>
 <div class="cards">{cards}</div>
 <h2>Incident timeline: alerts per hour by rule (UTC)</h2>
 {_timeline_svg(result)}
+{incidents}
 <h2>Sellers</h2>
 <div class="scroll"><table>
 <thead><tr>{"".join(f"<th>{escape(h)}</th>" for h in header)}</tr></thead>

@@ -12,6 +12,12 @@ not messages and are skipped. A line of `export`'s output (an envelope with topi
 value) stands for the message it carries. Exit 0 whenever it ran, whatever it found (with
 --strict, 1 when any record was dead-lettered); 2 on usage error or an unreadable file.
 Detection settings come from TRACKING_VALIDATOR_* (see streams/core/settings.py).
+
+`--incidents PATH` and `--actions PATH` also write the response (contract, "Incidents and
+actions"): the incidents and the due per-order actions that the alerts' highest revisions
+give at the watermark, which here is the greatest event time of the whole input (so an
+incident whose quiet period the input covers is `resolved`). Each is one revision, as the
+alerts are; `--incident-*` flags (or TRACKING_VALIDATOR_INCIDENT_*) set the definitions.
 """
 
 from __future__ import annotations
@@ -21,10 +27,20 @@ import os
 import sys
 from typing import IO, Any
 
+from streams.commands import response_settings
 from streams.core.outputs import dumps
+from streams.core.settings import Settings
 from streams.tools.envelopes import unwrap
 from streams.tools.files import describe_os_error, open_input
-from streams.tools.offline import ORDERS, Processor, Summary, default_workers, paused_gc, scan_files
+from streams.tools.offline import (
+    ORDERS,
+    Processor,
+    Response,
+    Summary,
+    default_workers,
+    paused_gc,
+    scan_files,
+)
 from streams.tools.progress import Progress
 
 # Up to this many input bytes, event-time order is fastest in memory (measured: 12 MiB
@@ -47,11 +63,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dead-letters", metavar="PATH", help="dead letters out (default: counted, not written)"
     )
+    parser.add_argument("--incidents", metavar="PATH",
+                        help="incidents out (tracking.incidents records; - = stdout)")
+    parser.add_argument("--actions", metavar="PATH",
+                        help="per-order actions out (tracking.actions records; - = stdout)")
     parser.add_argument("--order", choices=ORDERS, default="event-time",
                         help="apply the events in event-time order (default: the alerts "
                         "whatever the file order) or as read")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when any record was dead-lettered")
+    response_settings.add_arguments(parser)
     memory = parser.add_argument_group(
         "memory",
         f"Event-time order holds every decoded event in memory (~1.4 KB each) when the input "
@@ -91,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
     if args.files.count("-") > 1:
         print("scan: stdin (-) given more than once", file=sys.stderr)
         return 2
+    try:
+        settings = response_settings.settings_from(args)
+    except ValueError as exc:
+        print(f"scan: {exc}", file=sys.stderr)
+        return 2
     inputs: list[tuple[str, IO[bytes]]] = []
     try:
         for name in args.files:
@@ -105,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
         alerts_out = _open_out(args.alerts)
         out_name = args.dead_letters
         dead_out = _open_out(args.dead_letters)
+        out_name = args.incidents
+        incidents_out = _open_out(args.incidents)
+        out_name = args.actions
+        actions_out = (incidents_out if args.actions == args.incidents
+                       else _open_out(args.actions))
     except OSError as exc:
         _close_inputs(inputs)
         print(f"scan: cannot write: {describe_os_error(exc, out_name)}", file=sys.stderr)
@@ -125,33 +156,46 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.order == "input":
         storage = "memory"  # applied as read: nothing to sort
+    on_alert = write_to(alerts_out)
+    response = None
+    if incidents_out is not None or actions_out is not None:
+        response = Response(on_alert, settings)
+        on_alert = response.on_alert
     try:
         with paused_gc():
             if storage == "disk":
                 summary = scan_files(
                     [(name, handle if name == "<stdin>" else handle.name)
                      for name, handle in inputs],
-                    write_to(alerts_out), write_to(dead_out),
+                    on_alert, write_to(dead_out), settings,
                     workers=args.workers, spill_dir=args.temp_dir, label="scan",
                 )  # fmt: skip
             else:
-                summary = _in_memory(inputs, total, args.order, write_to(alerts_out),
-                                     write_to(dead_out))  # fmt: skip
+                summary = _in_memory(inputs, total, args.order, on_alert, write_to(dead_out),
+                                     settings)  # fmt: skip
+            if response is not None:
+                incidents, actions = response.records(summary.watermark)
+                for out, records in ((incidents_out, incidents), (actions_out, actions)):
+                    if out is not None:
+                        for record in records:
+                            write_to(out)(record)
     except OSError as exc:
         print(f"scan: {describe_os_error(exc, exc.filename or '?')}", file=sys.stderr)
         return 2
     finally:
         _close_inputs(inputs)
-        for out in (alerts_out, dead_out):
-            if out is not None:
-                out.flush()
-                if out is not sys.stdout.buffer:
-                    out.close()
+        for out in {id(o): o for o in (alerts_out, dead_out, incidents_out, actions_out)
+                    if o is not None}.values():
+            out.flush()
+            if out is not sys.stdout.buffer:
+                out.close()
     note = ""
     if dead_out is None and summary.dead_letters:
         note = (f"; {summary.dead_letters} records were dead-lettered and not kept: "
                 f"--dead-letters FILE writes them")
     print(summary.line("scan") + note, file=sys.stderr)
+    if response is not None:
+        print(response_line("scan", incidents, actions), file=sys.stderr)
     return 1 if args.strict and summary.dead_letters else 0
 
 
@@ -161,11 +205,19 @@ def _close_inputs(inputs: list[tuple[str, IO[bytes]]]) -> None:
             handle.close()
 
 
+def response_line(command: str, incidents: list[dict[str, Any]],
+                  actions: list[dict[str, Any]]) -> str:
+    opened = sum(1 for r in incidents if r["status"] == "open")
+    groups = ", ".join(sorted({f"{r['carrier']}/{r['channel'] or '-'}" for r in incidents}))
+    return (f"{command}: {len(incidents)} incidents ({opened} open"
+            + (f"; {groups}" if groups else "") + f"), {len(actions)} actions due")
+
+
 def _in_memory(
     inputs: list[tuple[str, IO[bytes]]], total: int | None, order: str, on_alert: Any,
-    on_dead_letter: Any,
+    on_dead_letter: Any, settings: Settings,
 ) -> Summary:
-    processor = Processor(on_alert, on_dead_letter, order=order)
+    processor = Processor(on_alert, on_dead_letter, settings, order=order)
     with Progress("scan", total=total) as progress:
         for name, handle in inputs:
             for number, line in enumerate(handle, start=1):

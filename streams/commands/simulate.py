@@ -3,8 +3,11 @@
 To files (`--out DIR`: labels.jsonl, scans.jsonl, ground_truth.jsonl, manifest.json; or one
 events.jsonl with `--combined`) and/or to Kafka (`--bootstrap`: the labels and scans topics,
 created if missing, at `--rate` messages per second, record timestamps = event time).
-Messages come in arrival order. ground_truth.jsonl lists the alerts the contract demands
-(rule, tracking_number, carrier, label_id, severity), derived from what was injected.
+Messages come in arrival order. ground_truth.jsonl lists what the contract demands of them,
+derived from what was injected, one JSON object a line with `kind`: `alert` (rule,
+tracking_number, carrier, label_id, severity), then `incident` and `action` (the records that
+`scan --incidents/--actions` must write, `detected_at` aside). `--incident-channel` and
+`--incident-labels` make the incident one carrier and channel's, of many sellers.
 Same seed and flags, same bytes.
 """
 
@@ -54,6 +57,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     inc.add_argument("--reuse-age-days", type=float, default=60.0,
                      help="how old the re-issued numbers are (60)")  # fmt: skip
+    inc.add_argument("--incident-channel", metavar="CHANNEL",
+                     help="re-issue only through this channel, e.g. buy_shipping (default: any)")
+    inc.add_argument("--incident-labels", type=int, default=0, metavar="N",
+                     help="N more labels in the window given used numbers: USPS, through "
+                     "--incident-channel (default buy_shipping), sellers drawn evenly (0)")
     noise = parser.add_argument_group("faults and noise (shares of labels)")
     for flag, default in (
         ("invalid-share", 0.005), ("void-share", 0.03), ("voided-shipped-share", 0.003),
@@ -99,7 +107,8 @@ def params_from(args: argparse.Namespace) -> Params:
         seed=args.seed, labels=args.labels, days=args.days, start=args.start,
         sellers=args.sellers, in_house_share=args.in_house_share, incident_start=incident,
         incident_days=args.incident_days, incident_share=args.incident_share,
-        reuse_age_days=args.reuse_age_days, invalid_share=args.invalid_share,
+        reuse_age_days=args.reuse_age_days, incident_channel=args.incident_channel,
+        incident_labels=args.incident_labels, invalid_share=args.invalid_share,
         void_share=args.void_share, voided_shipped_share=args.voided_shipped_share,
         mismatch_share=args.mismatch_share, reprint_share=args.reprint_share,
         retry_share=args.retry_share, late_label_share=args.late_label_share,
@@ -121,6 +130,8 @@ def manifest(world: World) -> dict[str, Any]:
         "shipments": Counter(s.kind for s in world.shipments),
         "malformed": world.malformed,
         "ground_truth": Counter(g["rule"] for g in world.ground_truth),
+        "incidents": len(world.incidents),
+        "actions": len(world.actions),
     }
 
 
@@ -141,7 +152,9 @@ def write_files(world: World, out: Path, combined: bool = False,
                     progress.update()
         written.append(out / name)
     with open(out / "ground_truth.jsonl", "wb") as handle:
-        handle.writelines(orjson.dumps(g) + b"\n" for g in world.ground_truth)
+        for kind, records in (("alert", world.ground_truth), ("incident", world.incidents),
+                              ("action", world.actions)):
+            handle.writelines(orjson.dumps({"kind": kind, **r}) + b"\n" for r in records)
     (out / "manifest.json").write_bytes(orjson.dumps(manifest(world), option=orjson.OPT_INDENT_2))
     return [*written, out / "ground_truth.jsonl", out / "manifest.json"]
 
@@ -209,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         f"simulate: {len(world.messages)} messages ({len(world.shipments)} shipments), "
         f"ground truth {sum(truth.values())} alerts "
         + (", ".join(f"{r}={n}" for r, n in sorted(truth.items())) or "-")
+        + f", {len(world.incidents)} incidents, {len(world.actions)} actions"
     )
     if args.out:
         with Progress(f"simulate: write {args.out}", unit="messages") as progress:

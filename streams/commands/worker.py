@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from streams.commands import response_settings
 from streams.runtime import kafka_security
 from streams.runtime.kafka_security import KafkaClientConfig, KafkaConfigError
 from streams.runtime.stream_config import ENV_NAMES, StreamConfig
@@ -85,6 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--max-message-bytes", default=None, type=int,
         help="larger input messages are dead-lettered as too_large "
         "(env TRACKING_VALIDATOR_MAX_MESSAGE_BYTES)")
+    response_settings.add_arguments(parser)
     opt("--log-format", "log_format",
         "log lines as text, or one JSON object each (time, level, logger, message, worker_id)",
         choices=["text", "json"])
@@ -114,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> StreamConfig:
         settings_changes["clock_skew"] = timedelta(seconds=args.clock_skew)
     if getattr(args, "max_message_bytes", None) is not None:
         settings_changes["max_message_bytes"] = args.max_message_bytes
+    settings_changes.update(response_settings.changes(args))
     return config.with_(settings=replace(config.settings, **settings_changes))
 
 

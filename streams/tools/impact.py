@@ -16,6 +16,12 @@ Decisions the contract leaves open (also in the command's help):
   valid tracking rate, on-time delivery rate and late shipment rate: every rule's finding
   makes the carrier's tracking of the order unreliable for all three.
 - The window is on `event_time` of that highest revision: `since` inclusive, `until` exclusive.
+- Incidents (contract, "Incidents and actions"): given as incident records (`scan
+  --incidents`, the tracking.incidents topic; of each `incident_id` the highest revision,
+  retracted ones left out), or else derived from every alert read
+  (streams.core.response.derive) with the latest alert `event_time` as the watermark: the
+  report does not see the input, so an incident whose quiet period has passed in the input
+  but not in the alerts shows as open. Those whose span meets [since, until) are shown.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from typing import Any
 
 import orjson
 
+from streams.core import response
 from streams.core.detection import RULES
+from streams.core.incidents import epoch
+from streams.core.settings import Settings
 from streams.tools.envelopes import is_envelope
 
 SEVERITIES = ("critical", "warning", "info")
@@ -154,6 +163,8 @@ class Impact:
     sellers: list[SellerImpact]
     # (hour start, rule) -> alerts, for the timeline
     timeline: Counter[tuple[datetime, str]]
+    # incident records (no detected_at), oldest first; see incidents_of / read_incidents
+    incidents: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def alerts(self) -> int:
@@ -217,6 +228,68 @@ def assess(
         timeline[(hour.replace(minute=0, second=0, microsecond=0), rule)] += 1
     ordered = sorted(sellers.values(), key=SellerImpact.sort_key)
     return Impact(since=since, until=until, sellers=ordered, timeline=timeline)
+
+
+_RESPONSE_FIELDS = ("alert_id", "rule", "severity", "label_id", "tracking_number", "carrier",
+                    "event_time")
+
+
+def incidents_of(alerts: Iterable[dict[str, Any]], settings: Settings | None = None,
+                 since: datetime | None = None, until: datetime | None = None,
+                 ) -> list[dict[str, Any]]:
+    """The incidents the alerts make (streams.core.response.derive), the watermark being
+    their latest event_time; those whose span meets [since, until). Alerts without the
+    fields the response reads are left out (the report accepts sparse alerts)."""
+    usable = []
+    for alert in alerts:
+        if all(isinstance(alert.get(k), str) for k in _RESPONSE_FIELDS):
+            usable.append({**alert, "revision": _revision(alert),
+                           "status": alert.get("status", "open")})
+    if not usable:
+        return []
+    watermark = max(epoch(a["event_time"]) for a in usable)
+    found, _ = response.derive(usable, watermark, settings or Settings.from_env())
+    return [{k: v for k, v in r.items() if k != "detected_at"} for r in found
+            if _meets(r, since, until)]
+
+
+def read_incidents(lines: Iterable[bytes], source: str = "-", since: datetime | None = None,
+                   until: datetime | None = None) -> list[dict[str, Any]]:
+    """Incident records from JSON Lines: of each incident_id the highest revision, unless
+    retracted; those whose span meets [since, until), oldest first."""
+    latest: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise AlertsError(f"{source}:{number}: not JSON: {exc}") from exc
+        if not isinstance(record, dict) or not all(
+                k in record for k in ("incident_id", "started_at", "ended_at", "status")):
+            raise AlertsError(f"{source}:{number}: not an incident")
+        have = latest.get(record["incident_id"])
+        if have is None or _revision(record) > _revision(have):
+            latest[record["incident_id"]] = record
+    kept = [r for r in latest.values() if r["status"] != "retracted" and _meets(r, since, until)]
+    return sorted(kept, key=lambda r: (r["started_at"], r["carrier"], r["channel"]))
+
+
+def _meets(record: dict[str, Any], since: datetime | None, until: datetime | None) -> bool:
+    started, ended = parse_time(record["started_at"]), parse_time(record["ended_at"])
+    return (since is None or ended > since) and (until is None or started < until)
+
+
+def incident_rows(impact: Impact) -> Iterator[list[str | int]]:
+    """The CSV section of incidents: a header, then one row per incident."""
+    yield ["incident_id", "carrier", "channel", "status", "started_at", "ended_at",
+           "resolved_at", "alerts", "labels", "sellers", "orders", "by_rule", "refunds_owed"]
+    for r in impact.incidents:
+        yield [r["incident_id"], r["carrier"], r["channel"], r["status"], r["started_at"],
+               r["ended_at"], r.get("resolved_at") or "", r["alerts"], r["labels"],
+               r["sellers"], r["orders"],
+               " ".join(f"{rule}={n}" for rule, n in (r.get("by_rule") or {}).items()),
+               " ".join(f"{m['currency']} {m['amount']}" for m in r.get("refunds_owed") or ())]
 
 
 def _money(amount: Decimal) -> str:
@@ -290,6 +363,7 @@ def to_dict(impact: Impact) -> dict[str, Any]:
             {"hour": _iso(hour), "rule": rule, "alerts": n}
             for (hour, rule), n in sorted(impact.timeline.items())
         ],
+        "incidents": impact.incidents,
     }
 
 

@@ -48,7 +48,7 @@ from typing import IO, Any, get_args
 
 import orjson
 
-from streams.core import detection, events
+from streams.core import detection, events, response
 from streams.core.outputs import dead_letter, dumps, stamp_alert
 from streams.core.settings import Settings
 from streams.tools.envelopes import unwrap
@@ -69,6 +69,7 @@ class Summary:
     # alert_id -> (revision, status, rule) of the highest revision published
     latest: dict[str, tuple[int, str, str]] = field(default_factory=dict)
     revisions: int = 0  # alerts published with a revision above 1
+    watermark: int = 0  # the greatest event time applied (epoch s): the response's watermark
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
 
@@ -189,6 +190,8 @@ class Processor:
 
     def _apply(self, event: events.Event) -> None:
         self.summary.events += 1
+        if event.event_ts > self.summary.watermark:
+            self.summary.watermark = event.event_ts
         state, alerts = detection.apply(self.states.get(event.key), event, self.settings)
         if state is None:
             self.states.pop(event.key, None)
@@ -261,7 +264,10 @@ def apply_by_key(
 
     current = None
     group: list[tuple[int, int, events.Event]] = []
+    watermark = summary.watermark
     for key, ts, seq, event in rows:
+        if ts > watermark:
+            watermark = ts
         if key != current:
             if group:
                 number(group)
@@ -272,10 +278,30 @@ def apply_by_key(
             bar.update(1024, 1024)
     if group:
         number(group)
+    summary.watermark = watermark
     for _, _, _, alert in raised.merged():
         on_alert(stamp_alert(alert))
     raised.close()
     return n
+
+
+class Response:
+    """The incidents and actions of a run (streams.core.response.derive): an `on_alert`
+    wrapper keeps the alerts, `records` derives them at the run's watermark (the greatest
+    event time of the whole input), each stamped with `detected_at` as it is written."""
+
+    def __init__(self, on_alert: Emit, settings: Settings) -> None:
+        self.settings = settings
+        self.alerts: list[dict[str, Any]] = []
+        self._next = on_alert
+
+    def on_alert(self, alert: dict[str, Any]) -> None:
+        self.alerts.append(alert)
+        self._next(alert)
+
+    def records(self, watermark: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        incidents, actions = response.derive(self.alerts, watermark, self.settings)
+        return [stamp_alert(r) for r in incidents], [stamp_alert(r) for r in actions]
 
 
 # --- whole files, bounded memory, decoded in parallel ------------------------------------

@@ -13,10 +13,18 @@ simulator's own knowledge and the contract's rule definitions, never by running 
 - the incident: inside [incident_start, incident_start + incident_days) the label platform
   re-issues USPS numbers first used about `reuse_age_days` earlier by another seller's label
   (duplicate_tracking, critical, while that label still holds the number, and
-  previously_used) or by an in-house shipment (previously_used);
+  previously_used) or by an in-house shipment (previously_used); only through
+  `incident_channel` when given (the February 2025 pattern: one carrier and channel), and
+  `incident_labels` more such labels, of sellers drawn evenly (many sellers), make it an
+  incident of the response (with no earlier package at hand to take a number from, a
+  warehouse shipment of about `reuse_age_days` earlier is the donor);
 - labels with a wrong check digit (invalid_tracking);
 - labels voided and shipped anyway (voided_label_scanned);
 - packages delivered at another ZIP region than the label's ship_to (destination_mismatch).
+
+`ground_truth` lists the expected alerts; `incidents` and `actions` the expected response
+records (streams.core.response.derive over those alerts, built from the simulator's own
+label facts, at the watermark of the greatest event time).
 
 Messages are returned in arrival order (what a consumer would read), which is not event-time
 order. Valid numbers come from streams.core.carriers (check digits computed there, not here).
@@ -141,6 +149,8 @@ class Params:
     incident_days: float = 3.0
     incident_share: float = 0.3  # of USPS labels bought in the window
     reuse_age_days: float = 60.0
+    incident_channel: str | None = None  # re-issue only through this channel (None: any)
+    incident_labels: int = 0  # more re-issued labels in the window, of sellers drawn evenly
     invalid_share: float = 0.005
     void_share: float = 0.03
     voided_shipped_share: float = 0.003
@@ -222,6 +232,8 @@ class World:
     messages: list[Message]  # arrival order
     ground_truth: list[dict[str, Any]]
     malformed: int = 0
+    incidents: list[dict[str, Any]] = field(default_factory=list)  # expected, no detected_at
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
 
 # Structure of the numbers printed, per carrier and service: (format id, leading fields).
@@ -436,25 +448,33 @@ class _Builder:
         self._journey(s, t + self.rng.randint(HOUR, 12 * HOUR))
         return s
 
-    def _label(self, t: int, seller: Seller, donors: list[Shipment], times: list[int]) -> Shipment:
+    def _label(self, t: int, seller: Seller, donors: list[Shipment], times: list[int],
+               burst: bool = False) -> Shipment:
+        """A label bought at t; `burst`: one of the incident's extra labels (USPS, through
+        the incident channel, always given a used number)."""
         rng, p = self.rng, self.p
-        carrier = _weighted(rng, tuple((c, share) for c, (share, _) in CARRIERS.items()))
+        if burst:
+            carrier = "usps"
+        else:
+            carrier = _weighted(rng, tuple((c, share) for c, (share, _) in CARRIERS.items()))
         offer = _weighted(rng, tuple((sv, sv[1]) for sv in _services(carrier)))
         service, low, high = offer[0], offer[4], offer[5]
         place, code = self._ship_to()
         s = Shipment(
             carrier, service, "", t, place, seller.home, code,
             label_id=self._id("lbl-", 64), seller=seller, order_id=self._order_id(),
-            channel=rng.choices([c for c, _ in CHANNELS], weights=seller.channel_weights)[0],
+            channel=(p.incident_channel or "buy_shipping") if burst
+            else rng.choices([c for c, _ in CHANNELS], weights=seller.channel_weights)[0],
             cost=f"{rng.uniform(low, high):.2f}",
         )  # fmt: skip
-        incident = (
+        incident = burst or (
             p.incident_start is not None
             and carrier == "usps"
             and self._incident[0] <= t < self._incident[1]
+            and (p.incident_channel is None or s.channel == p.incident_channel)
             and rng.random() < p.incident_share
         )
-        donor = self._donor(t, seller, donors, times) if incident else None
+        donor = self._donor(t, seller, donors, times, burst) if incident else None
         assert s.channel is not None
         issuer = (carrier, service, self.mailers[s.channel], seller.accounts.get(carrier, ""))
         if donor is not None:
@@ -492,10 +512,12 @@ class _Builder:
         return s
 
     def _donor(
-        self, t: int, seller: Seller, donors: list[Shipment], times: list[int]
+        self, t: int, seller: Seller, donors: list[Shipment], times: list[int],
+        make: bool = False,
     ) -> Shipment | None:
         """A delivered USPS shipment of another seller (or in-house) about reuse_age_days old,
-        whose facts sit clear of every rule boundary, so the expected alerts are certain."""
+        whose facts sit clear of every rule boundary, so the expected alerts are certain.
+        `make`: when there is none, a new in-house shipment of that age is the donor."""
         target = t - int(self.p.reuse_age_days * DAY)
         lo = bisect.bisect_left(times, target - 3 * DAY)
         hi = bisect.bisect_right(times, target + 3 * DAY)
@@ -504,7 +526,15 @@ class _Builder:
             if not d.reused and (d.seller is None or d.seller.seller_id != seller.seller_id)
             and self._clear(d, t)
         ]  # fmt: skip
-        return self.rng.choice(pool) if pool else None
+        if pool:
+            return self.rng.choice(pool)
+        for _ in range(20 if make else 0):
+            made = self._in_house(target + self.rng.randint(-2 * DAY, 2 * DAY))
+            if self._clear(made, t):
+                made.reused = True
+                self.shipments.append(made)
+                return made
+        return None
 
     def _clear(self, d: Shipment, t: int) -> bool:
         edges = (t - self.window, t - self.skew)
@@ -524,19 +554,26 @@ class _Builder:
             self._incident = (begin, begin + int(p.incident_days * DAY))
         sellers = self._sellers()
         weights = [1 / (i + 1) ** 1.1 for i in range(len(sellers))]  # a few big sellers
-        plans: list[tuple[int, Seller | None]] = []
+        plans: list[tuple[int, Seller | None, bool]] = []
         for _ in range(p.labels):
             seller = rng.choices(sellers, weights=weights)[0]
-            plans.append((self._business_time(seller.home[3]), seller))
+            plans.append((self._business_time(seller.home[3]), seller, False))
         for _ in range(int(p.labels * p.in_house_share)):
-            plans.append((self.start + rng.randrange(self.span), None))  # warehouses run 24/7
+            # warehouses run 24/7
+            plans.append((self.start + rng.randrange(self.span), None, False))
+        if p.incident_start is not None:
+            begin, end = self._incident
+            for _ in range(p.incident_labels):  # the incident's labels: many sellers
+                plans.append((begin + rng.randrange(max(1, end - begin)), rng.choice(sellers),
+                              True))
         plans.sort(key=lambda plan: plan[0])
         if progress is not None:
             progress.total = 2 * len(plans)
         donors: list[Shipment] = []
         times: list[int] = []
-        for t, seller in plans:
-            s = self._in_house(t) if seller is None else self._label(t, seller, donors, times)
+        for t, seller, burst in plans:
+            s = (self._in_house(t) if seller is None
+                 else self._label(t, seller, donors, times, burst))
             self.shipments.append(s)
             if (
                 s.carrier == "usps"
@@ -553,7 +590,10 @@ class _Builder:
                 progress.update()
         self._noise()
         self.messages.sort(key=lambda m: m.arrival)
-        return World(p, self.shipments, self.messages, self._ground_truth(), self._malformed())
+        truth = self._ground_truth()
+        world = World(p, self.shipments, self.messages, truth, self._malformed())
+        world.incidents, world.actions = self._response(truth)
+        return world
 
     _incident: tuple[int, int] = (0, 0)
 
@@ -700,6 +740,36 @@ class _Builder:
                 ):
                     expect(s, "previously_used", "critical")
         return truth
+
+    def _response(self, truth: list[dict[str, Any]],
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The incidents and actions the expected alerts must give: each alert rebuilt from
+        the simulator's own facts (the label it is about), then the contract's definitions
+        (streams.core.response.derive) at the greatest event time of the messages."""
+        from streams.core.detection import ACTIONS, alert_id
+        from streams.core.response import derive
+
+        labels = {s.label_id: s for s in self.shipments if s.label_id is not None}
+        alerts = []
+        for g in truth:
+            s = labels[g["label_id"]]
+            assert s.seller is not None
+            purchased = _rfc3339(s.purchased_at)
+            alerts.append({
+                "alert_id": alert_id(g["rule"], f"{s.carrier}:{s.number}", g["label_id"]),
+                "rule": g["rule"], "severity": g["severity"], "label_id": g["label_id"],
+                "seller_id": s.seller.seller_id, "order_id": s.order_id,
+                "tracking_number": s.number, "carrier": s.carrier, "event_time": purchased,
+                "labels": [{"label_id": s.label_id, "seller_id": s.seller.seller_id,
+                            "order_id": s.order_id, "channel": s.channel,
+                            "purchased_at": purchased,
+                            "cost": {"amount": s.cost, "currency": "USD"}}],
+                "actions": list(ACTIONS[g["rule"]][g["severity"]]),
+                "status": "open", "revision": 1,
+            })  # fmt: skip
+        watermark = max((m.event_time for m in self.messages if not isinstance(m.value, bytes)),
+                        default=0)
+        return derive(alerts, watermark, self.p.settings)
 
 
 def _services(carrier: str) -> tuple[tuple[str, float, int, int, float, float], ...]:

@@ -33,7 +33,7 @@ from streams.core.schema import SCHEMAS_DIR
 
 EXAMPLES = SCHEMAS_DIR / "examples"
 MESSAGE_TYPES = ("label.purchased", "label.voided", "carrier.scan")
-ALL_SCHEMAS = (*MESSAGE_TYPES, "alert", "deadletter")
+ALL_SCHEMAS = (*MESSAGE_TYPES, "alert", "deadletter", "incident", "action")
 EVENT_CLASSES = {"label.purchased": events.LabelPurchased, "label.voided": events.LabelVoided,
                  "carrier.scan": events.CarrierScan}
 TIMESTAMP_FIELDS = {"label.purchased": ("purchased_at", "ship_by"),

@@ -26,6 +26,7 @@ def _findings(path: Path) -> set[Finding]:
     return {
         tuple(record[k] for k in keys)  # type: ignore[misc]
         for record in map(orjson.loads, path.read_bytes().splitlines())
+        if record.get("kind", "alert") == "alert"
     }
 
 
