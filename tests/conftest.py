@@ -1,10 +1,14 @@
 """Shared fixtures: a real Kafka broker for the integration tests, and topic helpers.
 
-`kafka_bootstrap` (session) yields a bootstrap address, from the first source that works:
+`kafka_bootstrap` (session) yields a bootstrap address:
   1. $KAFKA_BOOTSTRAP_SERVERS, when set (an existing broker; nothing is started);
-  2. a testcontainers `apache/kafka` container in KRaft mode, when a Docker daemon answers;
-  3. `streams.local.broker.LocalBroker`: a real broker from the Kafka jars (Java 17+, Maven).
+  2. with TRACKING_VALIDATOR_TEST_BROKER=container: a testcontainers `apache/kafka` container
+     in KRaft mode, on Docker or podman (tests/container_engine.py);
+  3. else (`local`, the default): `streams.local.broker.LocalBroker`, a real broker from the
+     Kafka jars (Java 17+, Maven).
 With CI=true a missing broker fails the tests; elsewhere they are skipped with the reason.
+`in_ci()` and `no_broker(reason)` apply that rule for the tests that start a broker of their
+own, or need files from outside the repository (`from conftest import in_ci, no_broker`).
 
 `create_topic` (function) is an async factory: `name = await create_topic("labels", 3)`
 creates a uniquely named topic, waits until every partition has a leader, and deletes the
@@ -18,37 +22,25 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import NoReturn
 
 import pytest
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
+BROKER_ENV = "TRACKING_VALIDATOR_TEST_BROKER"
+BROKERS = ("local", "container")
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
-def no_broker(reason: str) -> None:
-    """Fail under CI (a broker is required there), skip elsewhere."""
+def no_broker(reason: str) -> NoReturn:
+    """Fail under CI (a broker is required there), skip elsewhere. Tests that start a broker
+    of their own call it when it cannot start (`from conftest import no_broker`)."""
     if in_ci():
         pytest.fail(f"no Kafka broker for the integration tests (CI=true): {reason}")
     pytest.skip(f"no Kafka broker: {reason}")
-
-
-def docker_available(timeout: float = 2.0) -> bool:
-    """True when a Docker daemon answers a ping within `timeout` seconds."""
-    if os.environ.get("TRACKING_VALIDATOR_NO_DOCKER"):
-        return False
-    try:
-        import docker
-
-        client = docker.from_env(timeout=timeout)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
 
 
 @contextlib.contextmanager
@@ -56,7 +48,7 @@ def _kafka_container() -> Iterator[str]:
     """apache/kafka in KRaft mode via testcontainers; the host port is chosen first so the
     advertised listener can name it."""
     from testcontainers.core.container import DockerContainer
-    from testcontainers.core.waiting_utils import wait_for_logs
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
     from streams.local.broker import free_port, wait_for_metadata
 
@@ -86,10 +78,11 @@ def _kafka_container() -> Iterator[str]:
         .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
         .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
         .with_env("KAFKA_NUM_PARTITIONS", "1")
+        .with_env("KAFKA_HEAP_OPTS", "-Xms256m -Xmx512m")
+        .waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120))
     )
     container.start()
     try:
-        wait_for_logs(container, "Kafka Server started", timeout=120)
         bootstrap = f"127.0.0.1:{port}"
         wait_for_metadata(bootstrap, timeout=60)
         yield bootstrap
@@ -105,24 +98,31 @@ def kafka_bootstrap() -> Iterator[str]:
         yield external
         return
 
-    with contextlib.ExitStack() as stack:
-        bootstrap: str | None = None
-        problems: list[str] = []
-        if docker_available():
-            try:
-                bootstrap = stack.enter_context(_kafka_container())
-            except Exception as exc:  # fall back to the local broker
-                problems.append(f"docker container: {type(exc).__name__}: {exc}")
-        if bootstrap is None:
-            from streams.local.broker import BrokerError, LocalBroker
+    choice = os.environ.get(BROKER_ENV, "local").strip() or "local"
+    if choice not in BROKERS:
+        pytest.fail(f"{BROKER_ENV}={choice!r}: expected one of {', '.join(BROKERS)}")
+    if choice == "container":
+        from container_engine import EngineError, find_engine
 
-            try:
-                bootstrap = stack.enter_context(LocalBroker()).bootstrap_servers
-            except BrokerError as exc:
-                problems.append(f"local broker: {exc}")
-        if bootstrap is None:
-            no_broker("; ".join(problems))
-        yield bootstrap
+        try:
+            find_engine()
+        except EngineError as exc:
+            no_broker(f"{BROKER_ENV}=container: {exc}")
+        with _kafka_container() as bootstrap:
+            yield bootstrap
+        return
+
+    from streams.local.broker import BrokerError, LocalBroker
+
+    try:
+        broker = LocalBroker()
+        broker.start()
+    except BrokerError as exc:
+        no_broker(f"local broker: {exc}")
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
 
 
 # ---------------------------------------------------------------- topic helpers

@@ -60,7 +60,7 @@ def stdin_items(stream: IO[str], default: str | None) -> Iterator[tuple[str, str
             continue
         code, tab, number = line.partition("\t")
         if tab:
-            yield number, code.strip() or default
+            yield number, code.strip().lower() or default
         else:
             yield line, default
 
@@ -82,11 +82,16 @@ def _emit(items: Iterable[tuple[str, str | None]], out: IO[bytes], flush_each: b
     return status
 
 
-def input_items(numbers: list[str], carrier: str | None,
+def input_items(numbers: list[str], carrier: str | None, command: str = "check",
                 ) -> Iterable[tuple[str, str | None]]:
-    """(number, carrier) of the arguments, or else of stdin's lines (`stdin_items`)."""
+    """(number, carrier) of the arguments, or else of stdin's lines (`stdin_items`). On a
+    terminal, says first that it reads stdin (else it would seem to hang)."""
     if numbers:
         return ((n, carrier) for n in numbers)
+    if getattr(sys.stdin, "isatty", lambda: False)():
+        print(f"{command}: reading tracking numbers from stdin, one a line (NUMBER or "
+              f"CARRIER<TAB>NUMBER); Ctrl-D to end. Or give them as arguments: "
+              f"tracking-validator {command} NUMBER...", file=sys.stderr)
     stdin: IO[str] = sys.stdin
     if hasattr(stdin, "buffer"):  # undecodable bytes become U+FFFD (an invalid number)
         stdin = io.TextIOWrapper(stdin.buffer, encoding="utf-8", errors="replace")
@@ -94,7 +99,8 @@ def input_items(numbers: list[str], carrier: str | None,
 
 
 def run(args: argparse.Namespace) -> int:
-    carrier: str | None = args.carrier
+    # courier codes are case-insensitive, as in events (--carrier UPS)
+    carrier: str | None = None if args.carrier is None else args.carrier.strip().lower()
     if carrier is not None and carrier not in carriers():
         print(
             f"tracking-validator check: error: unknown courier code {carrier!r} "

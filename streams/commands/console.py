@@ -41,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--incidents-topic", default="tracking.incidents", help="default tracking.incidents")
     add("--actions-topic", default="tracking.actions", help="default tracking.actions")
     add("--log-level", "--loglevel", dest="loglevel", default="warning",
-        choices=["debug", "info", "warning", "error"])
+        choices=["debug", "info", "warning", "error"], help="log level (default warning)")
     kafka_io.add_bootstrap_argument(parser)
 
 

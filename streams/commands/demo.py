@@ -1,9 +1,10 @@
-"""Run the whole pipeline on a bundled sample incident and print each alert as it arrives.
+"""Run the whole pipeline on a bundled sample incident and print its alerts.
 
 Uses the Kafka at --bootstrap / $KAFKA_BOOTSTRAP_SERVERS when given, else starts a local
 broker (Java 17+; the Kafka jars are fetched once). Starts one worker, feeds the sample
 (streams/tools/samples/incident.jsonl: the Feb 2025 USPS number reuse in miniature) and prints one
-line per alert. Ctrl-C (or SIGTERM) stops the worker and the broker; nothing is left running.
+line per alert, in event-time order once they are all in (the same every run). Ctrl-C (or
+SIGTERM) stops the worker and the broker; nothing is left running.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from streams.tools.samples import INCIDENT
 
-SEVERITY_WIDTH = 9  # "RETRACTED"
+# The alerts are printed once the sample's have all arrived and nothing came for this long
+# (more than the worker's default 2 s alert hold, so that no pending correction is missed)
+QUIET_SECONDS = 2.5
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="stop once every alert the sample should raise has arrived "
                         "(exit 1 if they do not within --timeout)")
     parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds to wait for the sample's alerts with "
-                        "--exit-after-sample (default 120)")
+                        help="seconds to wait for the sample's alerts (default 120); then "
+                        "what arrived is printed (with --exit-after-sample: and exit 1)")
     parser.add_argument("--worker-log", type=Path, default=None,
                         help="file for the worker's log (default: a temporary file)")
     parser.add_argument("--console-port", type=int, default=8080,
@@ -180,52 +184,117 @@ def _short_reason(alert: dict[str, Any]) -> str:
     return ""
 
 
-def format_alert(alert: dict[str, Any]) -> str:
-    """One readable line: event time, severity, rule, number, seller/order, short reason; a
-    revision says so ("revised N:", or RETRACTED and the message that removed the finding)."""
+COLUMNS = ("EVENT TIME (UTC)", "SEVERITY", "RULE", "TRACKING NUMBER", "SELLER/ORDER", "WHY")
+
+
+def alert_cells(alert: dict[str, Any], revision_note: bool = True) -> tuple[str, ...]:
+    """An alert's columns: event time, severity, rule, number, seller/order, short reason; a
+    revision says so ("revised N:", or RETRACTED and the message that removed the finding),
+    unless `revision_note` is off (a final alert: its revision depends on arrival order)."""
     when = str(alert.get("event_time", "")).replace("T", " ").rstrip("Z")[:16]
-    severity = str(alert.get("severity", "")).upper().ljust(SEVERITY_WIDTH)
+    severity = str(alert.get("severity", "")).upper()
     reason = _short_reason(alert)
     revision = alert.get("revision") or 1
     if alert.get("status") == "retracted":
-        severity = "RETRACTED".ljust(SEVERITY_WIDTH)
+        severity = "RETRACTED"
         because = (alert.get("evidence") or {}).get("retracted_because") or {}
         reason = (f"retracted (revision {revision}): a late {because.get('type')} "
                   f"{because.get('event_id')} changed the finding")
-    elif revision > 1:
+    elif revision > 1 and revision_note:
         reason = f"revised (revision {revision}): {reason}"
-    return (f"{when}  {severity} {alert.get('rule', ''):<22} {alert.get('tracking_number', '')}"
-            f"  {alert.get('seller_id', '')}/{alert.get('order_id', '')}  {reason}")
+    return (when, severity, str(alert.get("rule", "")), str(alert.get("tracking_number", "")),
+            f"{alert.get('seller_id', '')}/{alert.get('order_id', '')}", reason)
+
+
+class Table:
+    """Rows in columns as wide as their widest cell (the last column is not padded), at least
+    `minimum` wide."""
+
+    def __init__(self, rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS,
+                 minimum: Sequence[int] = ()) -> None:
+        self.widths = [max(len(str(cell)) for cell in column)
+                       for column in zip(header, *rows, strict=True)]
+        for i, width in enumerate(minimum):
+            self.widths[i] = max(self.widths[i], width)
+        self.header = header
+
+    def line(self, cells: Sequence[str]) -> str:
+        padded = [str(c).ljust(w) for c, w in zip(cells[:-1], self.widths, strict=False)]
+        return "  ".join([*padded, str(cells[-1])]).rstrip()
+
+
+# A line printed on its own (`alerts`, the demo's late arrivals) lines up with the next one
+# for the usual widths: event time, RETRACTED, the longest rule, a USPS number, seller/order
+LINE_WIDTHS = (16, 9, 20, 22, 33)
+
+
+def format_alert(alert: dict[str, Any]) -> str:
+    """One alert on its own line, its columns at least LINE_WIDTHS wide."""
+    cells = alert_cells(alert)
+    return Table([cells], minimum=LINE_WIDTHS).line(cells)
 
 
 def format_dead_letter(record: dict[str, Any]) -> str:
+    """A dead letter by its place in the input (no wall-clock time: the same every run)."""
     err = record.get("error") or {}
     path = f" at {err['path']}" if err.get("path") else ""
-    return (f"{str(record.get('received_at', ''))[:19].replace('T', ' ')}  DEAD LETTER "
-            f"{record.get('source_topic')}/{record.get('partition')}@{record.get('offset')}  "
-            f"{err.get('code')}: {err.get('message')}{path}")
+    return (f"DEAD LETTER {record.get('source_topic')}/{record.get('partition')}"
+            f"@{record.get('offset')}  {err.get('code')}: {err.get('message')}{path}")
+
+
+def _event_order(alert: dict[str, Any]) -> tuple[str, ...]:
+    return (str(alert.get("event_time")), str(alert.get("rule")),
+            str(alert.get("tracking_number")), str(alert.get("label_id")),
+            str(alert.get("alert_id")))
 
 
 # ---------------------------------------------------------------- the demo
 
 
-def expected_alert_ids(lines: list[bytes]) -> set[str]:
-    """The alerts the contract's in-order reading of the sample raises (streams.tools.offline)."""
+@dataclass
+class Expected:
+    """What the contract's reading of the sample gives (streams.tools.offline): the open
+    alerts' ids, the number of dead letters, and the re-issued number to look up (the
+    earliest previously_used alert's, else duplicate_tracking's: the same every run)."""
+
+    alert_ids: set[str]
+    dead_letters: int
+    reissued: tuple[str, str] | None
+
+
+def expected_outcome(lines: list[bytes]) -> Expected:
     import orjson
 
     from streams.tools.offline import Processor
     from streams.tools.samples import topic_of
 
-    found: set[str] = set()
-    proc = Processor(lambda a: found.add(a["alert_id"]), lambda d: None)
+    latest: dict[str, dict[str, Any]] = {}
+
+    def on_alert(alert: dict[str, Any]) -> None:
+        if alert["revision"] > latest.get(alert["alert_id"], {}).get("revision", 0):
+            latest[alert["alert_id"]] = alert
+
+    proc = Processor(on_alert, lambda d: None)
     for i, line in enumerate(lines):
         try:
             topic = topic_of(orjson.loads(line))
         except orjson.JSONDecodeError:
             topic = "labels"
         proc.feed(line, source=topic, partition=0, offset=i)
-    proc.finish()
-    return found
+    summary = proc.finish()
+    found = [a for a in latest.values() if a["status"] == "open"]
+    reissued = None
+    for rule in ("previously_used", "duplicate_tracking"):
+        hits = sorted((a for a in found if a["rule"] == rule), key=_event_order)
+        if hits:
+            reissued = (hits[0]["carrier"], hits[0]["tracking_number"])
+            break
+    return Expected({a["alert_id"] for a in found}, summary.dead_letters, reissued)
+
+
+def expected_alert_ids(lines: list[bytes]) -> set[str]:
+    """The alerts the contract's reading of the sample raises (streams.tools.offline)."""
+    return expected_outcome(lines).alert_ids
 
 
 async def _have_leaders(admin: Any, topics: list[str]) -> bool:
@@ -310,7 +379,7 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
         "deadletter": f"{prefix}tracking.deadletter",
     }
     lines = list(_read_lines(args.sample))
-    expected = expected_alert_ids(lines)
+    expected = expected_outcome(lines)
     web_port = _free_port()
 
     with tempfile.TemporaryDirectory(prefix="tracking-validator-demo-") as tmp:
@@ -352,7 +421,7 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
                 print(f"fed {len(lines)} sample messages from {args.sample}; alerts:",
                       file=sys.stderr)
                 args._starting = False
-                lookup = Lookups(f"http://127.0.0.1:{web_port}", lines)
+                lookup = Lookups(f"http://127.0.0.1:{web_port}", lines, expected.reissued)
                 return await _print_until(consumer, topics, expected, args, worker, stop, out,
                                           lookup)
             finally:
@@ -366,14 +435,71 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
             print(f"worker stopped (exit {rc})", file=sys.stderr)
 
 
-async def _print_until(consumer: Any, topics: dict[str, str], expected: set[str],
+class Printout:
+    """The alerts as they come (the highest revision of each) and the dead letters, printed
+    once the sample's have all arrived: in event-time order, in aligned columns, the same
+    every run whatever the arrival order. Later ones are printed as they come."""
+
+    def __init__(self, topics: dict[str, str], out: IO[str]) -> None:
+        self.names = {topic: name for name, topic in topics.items()}  # without a run prefix
+        self.alerts_topic = topics["alerts"]
+        self.out = out
+        self.latest: dict[str, dict[str, Any]] = {}  # alert_id -> highest revision
+        self.dead: list[dict[str, Any]] = []
+        self.revised = 0  # revisions seen (late messages, held or not)
+        self.printed = False
+        self.table: Table | None = None
+
+    @property
+    def open_ids(self) -> set[str]:
+        return {i for i, a in self.latest.items() if a.get("status", "open") == "open"}
+
+    def add(self, topic: str, obj: dict[str, Any]) -> None:
+        if topic == self.alerts_topic:
+            alert_id, revision = obj.get("alert_id"), obj.get("revision") or 1
+            if revision <= (self.latest.get(alert_id) or {}).get("revision", 0):
+                return  # an at-least-once repeat, or an older revision
+            if revision > 1:
+                self.revised += 1
+            self.latest[alert_id] = obj
+            if self.printed:
+                self._print_alert(obj)
+        else:
+            record = {**obj, "source_topic": self.names.get(obj.get("source_topic"),
+                                                            obj.get("source_topic"))}
+            self.dead.append(record)
+            if self.printed:
+                print(format_dead_letter(record), file=self.out, flush=True)
+
+    def _print_alert(self, alert: dict[str, Any]) -> None:
+        cells = alert_cells(alert)
+        table = self.table or Table([cells], minimum=LINE_WIDTHS)
+        print(table.line(cells), file=self.out, flush=True)
+
+    def print_all(self) -> None:
+        self.printed = True
+        alerts = sorted((a for a in self.latest.values() if a.get("status", "open") == "open"),
+                        key=_event_order)
+        rows = [alert_cells(a, revision_note=False) for a in alerts]
+        self.table = Table(rows)
+        print(self.table.line(COLUMNS), file=self.out)
+        for cells in rows:
+            print(self.table.line(cells), file=self.out)
+        for record in sorted(self.dead, key=lambda d: (str(d.get("source_topic")),
+                                                       d.get("partition") or 0,
+                                                       d.get("offset") or 0)):
+            print(format_dead_letter(record), file=self.out)
+        self.out.flush()
+
+
+async def _print_until(consumer: Any, topics: dict[str, str], expected: Expected,
                        args: argparse.Namespace, worker: WorkerProcess, stop: asyncio.Event,
                        out: IO[str], lookup: Lookups | None = None) -> int:
     import orjson
 
-    seen: dict[str, int] = {}  # alert_id -> highest revision printed
-    open_ids: set[str] = set()  # alert_ids whose highest revision is open
+    shown = Printout(topics, out)
     deadline = time.monotonic() + args.timeout
+    last_record = time.monotonic()
     while not stop.is_set():
         if worker.poll() is not None:
             print(f"the worker exited with code {worker.poll()}", file=sys.stderr)
@@ -381,35 +507,42 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: set[str]
         batch = await consumer.getmany(timeout_ms=200)
         for tp, records in batch.items():
             for record in records:
+                last_record = time.monotonic()
                 try:
                     obj = orjson.loads(record.value)
                 except orjson.JSONDecodeError:
                     continue
-                if tp.topic == topics["alerts"]:
-                    alert_id, revision = obj.get("alert_id"), obj.get("revision") or 1
-                    if revision <= seen.get(alert_id, 0):
-                        continue  # an at-least-once repeat, or an older revision
-                    seen[alert_id] = revision
-                    if obj.get("status", "open") == "open":
-                        open_ids.add(alert_id)
-                    else:
-                        open_ids.discard(alert_id)
-                    if lookup is not None:
-                        lookup.note(obj)
-                    print(format_alert(obj), file=out, flush=True)
-                else:
-                    print(format_dead_letter(obj), file=out, flush=True)
-        if expected == open_ids and lookup is not None and not lookup.done:
-            # prevention: what a label platform would have been told before selling
-            await lookup.print(out)
-        if args.exit_after_sample:
-            if expected == open_ids:
-                print(f"all {len(expected)} expected alerts arrived", file=sys.stderr)
+                if isinstance(obj, dict):
+                    shown.add(tp.topic, obj)
+        if shown.printed:
+            continue
+        now = time.monotonic()
+        complete = (shown.open_ids == expected.alert_ids
+                    and len(shown.dead) >= expected.dead_letters)
+        if complete and now - last_record >= QUIET_SECONDS:
+            shown.print_all()
+            if shown.revised:
+                print(f"({shown.revised} revisions arrived on the way: late messages "
+                      f"corrected alerts; the ones above are the final ones)", file=sys.stderr)
+            if lookup is not None:
+                # prevention: what a label platform would have been told before selling
+                await lookup.print(out)
+            if args.exit_after_sample:
+                print(f"all {len(expected.alert_ids)} expected alerts arrived", file=sys.stderr)
                 return 0
-            if time.monotonic() > deadline:
-                print(f"timeout: {len(expected - open_ids)} of {len(expected)} expected alerts "
-                      f"missing, {len(open_ids - expected)} unexpected open", file=sys.stderr)
+            print(f"demo: idle: all {len(expected.alert_ids)} alerts of the sample are in; "
+                  f"the worker keeps watching {topics['labels']} and {topics['scans']}. "
+                  f"Ctrl-C stops it (worker and broker).", file=sys.stderr, flush=True)
+        elif now > deadline:
+            missing = len(expected.alert_ids - shown.open_ids)
+            unexpected = len(shown.open_ids - expected.alert_ids)
+            print(f"timeout: {missing} of {len(expected.alert_ids)} expected alerts missing, "
+                  f"{unexpected} unexpected open", file=sys.stderr)
+            shown.print_all()
+            if args.exit_after_sample:
                 return 1
+            print("demo: idle. Ctrl-C stops it (worker and broker).", file=sys.stderr,
+                  flush=True)
     return 130 if args._signal == signal.SIGINT else 0
 
 
@@ -451,42 +584,45 @@ def _free_port() -> int:
 
 
 class Lookups:
-    """After the alerts: the lookup API's answer for one re-issued number (from the first
-    previously_used or duplicate_tracking alert) and one fresh number, as of the sample's
-    last event (the API answers for any `at`; now, the sample's window has long passed)."""
+    """After the alerts: the lookup API's answer for one re-issued number (the earliest
+    previously_used alert's of the sample, else duplicate_tracking's) and one fresh number,
+    both the same every run, as of the sample's last event (the API answers for any `at`;
+    now, the sample's window has long passed)."""
 
-    def __init__(self, url: str, lines: list[bytes]) -> None:
+    def __init__(self, url: str, lines: list[bytes],
+                 reissued: tuple[str, str] | None) -> None:
+        import random
+
         import orjson
 
+        from streams.core.numbers import generate
+
         self.url = url
-        self.reissued: tuple[str, str] | None = None
-        self.done = False
+        self.reissued = reissued
         latest = ""
+        numbers = set()
         for line in lines:
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
+            if not isinstance(obj, dict):
+                continue
+            numbers.add(str(obj.get("tracking_number")))
             for name in ("purchased_at", "occurred_at", "voided_at"):
-                value = obj.get(name) if isinstance(obj, dict) else None
+                value = obj.get(name)
                 if isinstance(value, str) and value > latest:
                     latest = value
         self.at = latest
-
-    def note(self, alert: dict[str, Any]) -> None:
-        if self.reissued is None and alert.get("rule") in ("previously_used",
-                                                           "duplicate_tracking"):
-            self.reissued = (alert["carrier"], alert["tracking_number"])
+        rng = random.Random(20250224)  # a fixed number the sample never uses
+        fresh = generate("usps", "usps_impb", rng=rng)
+        while fresh in numbers:
+            fresh = generate("usps", "usps_impb", rng=rng)
+        self.fresh = ("usps", fresh)
 
     async def print(self, out: IO[str]) -> None:
-        import random
-
-        from streams.core.numbers import generate
-
-        self.done = True
-        fresh = ("usps", generate("usps", "usps_impb", rng=random.Random()))
-        asks = [("re-issued", self.reissued), ("fresh", fresh)]
-        print(f"lookups before selling a label, as of {self.at} ({self.url}):", file=out)
+        asks = [("re-issued", self.reissued), ("fresh", self.fresh)]
+        print(f"lookups before selling a label, as of {self.at}:", file=out)
         for what, found in asks:
             if found is None:
                 continue

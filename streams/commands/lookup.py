@@ -24,10 +24,12 @@ workers need one, comes from TRACKING_VALIDATOR_API_TOKEN.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -38,7 +40,9 @@ import orjson
 from streams.commands.check import input_items
 from streams.core.carriers import CARRIER_ORDER
 from streams.core.lookup import HOLD_LABEL_SALES, MAX_NUMBERS, RequestError, parse_at, query
+from streams.core.outputs import rfc3339
 from streams.core.validation import classify
+from streams.tools.impact import parse_time
 
 URL_ENV = "TRACKING_VALIDATOR_LOOKUP_URL"
 TOKEN_ENV = "TRACKING_VALIDATOR_API_TOKEN"
@@ -64,11 +68,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         + ", ".join(CARRIER_ORDER))
     parser.add_argument(
         "--at", metavar="TIME",
-        help="the time to answer for, RFC 3339 with an offset (default: now)")
+        help="the time to answer for: RFC 3339, or a date (2025-03-01), UTC when it has no "
+        "offset, as report --from takes (default: now)")
     parser.add_argument(
         "--channel", metavar="CHANNEL",
         help="the channel the labels are sold through (e.g. buy_shipping): also ask whether "
         "an incident is open for the carrier and channel (exit 1 if so)")
+
+
+def _at(text: str) -> str:
+    """--at as the API's RFC 3339 timestamp: as given when it is one, else a date or a time
+    without offset (UTC), as `report --from` reads it."""
+    try:
+        parse_at(text)
+        return text
+    except RequestError:
+        try:
+            moment = parse_time(text)
+        except ValueError:
+            raise RequestError("bad_at", f"--at {text!r} is not an RFC 3339 timestamp or a "
+                               f"date (e.g. 2025-03-01 or 2025-03-01T12:00:00Z)") from None
+        return rfc3339(moment)
 
 
 def _local(number: str, carrier: str | None, reason: str) -> dict[str, Any]:
@@ -111,6 +131,8 @@ class Client:
                 raise Failure(f"cannot reach {self.endpoint}: {reason}") from None
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 raise Failure(f"{self.endpoint} did not answer with lookup results") from None
+            except (ValueError, http.client.HTTPException) as exc:  # e.g. a bad port
+                raise Failure(f"cannot ask {self.endpoint}: {exc}") from None
         raise AssertionError("unreachable")
 
 
@@ -155,16 +177,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"tracking-validator lookup: error: {message}", file=sys.stderr)
         return 2
 
-    carrier: str | None = args.carrier
-    if carrier is not None and carrier.strip().lower() not in CARRIER_ORDER:
-        return fail(f"unknown courier code {carrier!r} (known: {', '.join(CARRIER_ORDER)})")
-    if args.at is not None:
+    carrier: str | None = None if args.carrier is None else args.carrier.strip().lower()
+    if carrier is not None and carrier not in CARRIER_ORDER:
+        return fail(f"unknown courier code {args.carrier!r} "
+                    f"(known: {', '.join(CARRIER_ORDER)})")
+    url = urllib.parse.urlsplit(args.url.strip())
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return fail(f"--url {args.url!r} is not a worker's address: give "
+                    f"http://HOST:PORT (its --web-host and --web-port)")
+    at = args.at
+    if at is not None:
         try:
-            parse_at(args.at)
+            at = _at(at)
         except RequestError as exc:
             return fail(exc.message)
-    client = Client(args.url, os.environ.get(TOKEN_ENV), args.at)
-    items = input_items(args.numbers, carrier)
+    client = Client(args.url.strip(), os.environ.get(TOKEN_ENV), at)
+    items = input_items(args.numbers, carrier, "lookup")
     out = sys.stdout
     status = 0
     try:

@@ -64,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="serve /metrics, /health and /ready on this port (default: none)")
     add("--web-host", default="127.0.0.1", help="address to serve them on (default 127.0.0.1)")
     add("--log-level", "--loglevel", dest="loglevel", default="info",
-        choices=["debug", "info", "warning", "error"])
+        choices=["debug", "info", "warning", "error"], help="log level (default info)")
     kafka_io.add_bootstrap_argument(parser)
 
 

@@ -50,10 +50,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_bootstrap_argument(parser)
     # the worker's environment names the live topics: replay reads the same by default
     parser.add_argument(
-        "--labels-topic", default=os.environ.get("TRACKING_VALIDATOR_LABELS_TOPIC") or "labels"
+        "--labels-topic", default=os.environ.get("TRACKING_VALIDATOR_LABELS_TOPIC") or "labels",
+        help="input topic of label events (env TRACKING_VALIDATOR_LABELS_TOPIC; default labels)",
     )
     parser.add_argument(
-        "--scans-topic", default=os.environ.get("TRACKING_VALIDATOR_SCANS_TOPIC") or "scans"
+        "--scans-topic", default=os.environ.get("TRACKING_VALIDATOR_SCANS_TOPIC") or "scans",
+        help="input topic of carrier scans (env TRACKING_VALIDATOR_SCANS_TOPIC; default scans)",
     )
     parser.add_argument(
         "--from",
@@ -62,13 +64,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="read records with a timestamp at or after TIME (default: all)",
     )
-    parser.add_argument("--alerts-topic", default="tracking.alerts.replay")
+    parser.add_argument("--alerts-topic", default="tracking.alerts.replay",
+                        help="where the replay's alerts go, revisions included (default "
+                        "tracking.alerts.replay; never an input topic)")
     parser.add_argument("--incidents-topic", default="tracking.incidents.replay",
                         help="incidents out, key carrier:channel (tracking.incidents.replay)")
     parser.add_argument("--actions-topic", default="tracking.actions.replay",
                         help="per-order actions out, key order_id (tracking.actions.replay)")
     parser.add_argument("--deadletter-topic", "--dead-letters-topic", dest="dead_letters_topic",
-                        default="tracking.deadletter.replay")
+                        default="tracking.deadletter.replay",
+                        help="where the replay's dead letters go (default "
+                        "tracking.deadletter.replay)")
     parser.add_argument("--partitions", type=int, default=8,
                         help="partitions of the topics created, and of the replay's internal "
                         "topic and changelog (8)")
@@ -90,7 +96,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="with --in-memory: apply in event-time order (default) or input "
                         "order")
     parser.add_argument("--log-level", "--loglevel", dest="loglevel", default="warning",
-                        choices=["debug", "info", "warning", "error"])
+                        choices=["debug", "info", "warning", "error"],
+                        help="log level of the stream runtime (default warning)")
     response_settings.add_arguments(parser)
 
 

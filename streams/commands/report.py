@@ -35,6 +35,7 @@ from streams.runtime.kafka_io import (
     config_from_args,
 )
 from streams.tools import impact
+from streams.tools.files import describe_os_error, open_input
 
 COLORS = {
     "invalid_tracking": "#8c6bb1",
@@ -44,6 +45,15 @@ COLORS = {
     "voided_label_scanned": "#66a61e",
 }
 _HTML_SELLER_ROWS = 500  # the page stays light; csv/json list every seller
+_HTML_LABELS_PER_SELLER = 1000  # past this, the seller's list says how many more
+# the alert schema's actions, in the order a seller works through them
+ACTION_NAMES = {
+    "protect_account_health": "protect account health",
+    "fund_a_to_z_claim": "fund A-to-z claim",
+    "notify_buyer": "notify buyer",
+    "refund_label": "refund label",
+    "hold_label_sales": "hold label sales",
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +67,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", "--since", dest="since", type=impact.parse_time,
                         help="event_time >= (RFC 3339/date)")
     parser.add_argument("--until", type=impact.parse_time, help="event_time < (RFC 3339/date)")
-    parser.add_argument("--format", choices=("csv", "json", "html"), default="csv")
+    parser.add_argument("--format", choices=("csv", "json", "html"), default="csv",
+                        help="csv: one row per seller (default); json: everything, with the "
+                        "lists of orders and labels; html: one offline page")
     parser.add_argument("--output", metavar="PATH", help="write here instead of stdout")
     parser.add_argument("--title", default="Tracking number incident impact", help="HTML title")
     given = parser.add_mutually_exclusive_group()
@@ -75,7 +87,7 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
         return asyncio.run(_load_topic(config_from_args(args), args.topic))
     if args.alerts_file == "-":
         return list(impact.read_alerts(sys.stdin.buffer, "<stdin>"))
-    with open(args.alerts_file, "rb") as handle:
+    with open_input(args.alerts_file) as handle:
         return list(impact.read_alerts(handle, args.alerts_file))
 
 
@@ -110,7 +122,11 @@ def run(args: argparse.Namespace) -> int:
                                               args.incidents_topic, args.since, args.until)
         else:
             incidents = impact.incidents_of(alerts, settings, args.since, args.until)
-    except (OSError, ValueError, KafkaUnavailable) as exc:  # AlertsError, KafkaConfigError
+    except OSError as exc:
+        print(f"report: {describe_os_error(exc, exc.filename or args.alerts_file)}",
+              file=sys.stderr)
+        return 2
+    except (ValueError, KafkaUnavailable) as exc:  # AlertsError, KafkaConfigError
         print(f"report: {exc}", file=sys.stderr)
         return 2
     result = impact.assess(alerts, args.since, args.until)
@@ -174,6 +190,7 @@ def _timeline_svg(result: impact.Impact) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + 28}" '
         f'role="img" aria-label="Alerts per hour by rule">'
     ]
+    names: list[str] = []  # the bands' names, drawn over the bars
     for incident in result.incidents:  # a band per incident, behind the bars
         start = impact.parse_time(incident["started_at"])
         end = impact.parse_time(incident["ended_at"])
@@ -187,9 +204,9 @@ def _timeline_svg(result: impact.Impact) -> str:
             f'height="{plot_h}"><title>incident {escape(name)} {escape(incident["status"])}: '
             f'{escape(incident["started_at"])} to {escape(incident["ended_at"])}, '
             f'{incident["alerts"]} alerts, {incident["sellers"]} sellers</title></rect>'
-            f'<text x="{x0 + 3:.1f}" y="{top + 11}" class="incident-label">{escape(name)}'
-            f"</text>"
         )
+        names.append(f'<text x="{x0 + 3:.1f}" y="{top + 11}" class="incident-label">'
+                     f"{escape(name)}</text>")
     for i in range(5):  # horizontal grid and y labels
         value = peak * i / 4
         y = top + plot_h - plot_h * i / 4
@@ -212,6 +229,7 @@ def _timeline_svg(result: impact.Impact) -> str:
                 f'height="{h:.2f}" fill="{COLORS[rule]}"><title>'
                 f"{hour:%Y-%m-%d %H:00} UTC: {n} {rule}</title></rect>"
             )
+    parts.extend(names)
     day_step = max(1, count // 24 // 12 + 1)  # at most ~12 day labels
     day = first.replace(hour=0)
     while day <= last:
@@ -253,10 +271,12 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 table{border-collapse:collapse;width:100%;font-size:13px}.scroll{overflow-x:auto}
 th,td{border-bottom:1px solid #e6e9ed;padding:5px 8px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#f4f6f8;position:sticky;top:0}
+.actions th,.actions td{text-align:left}details.seller{margin:10px 0}
+summary{cursor:pointer;padding:4px 0}
 svg{width:100%;max-width:960px;height:auto;font-size:11px;fill:#44505c}
 svg .grid{stroke:#e6e9ed}svg .axis{stroke:#8a949e}
 svg .incident{fill:#d7301f;fill-opacity:.12;stroke:#d7301f;stroke-opacity:.5}
-svg .incident-label{fill:#a50f15;font-weight:600}
+svg .incident-label{fill:#a50f15;font-weight:600;paint-order:stroke;stroke:#fff;stroke-width:3}
 """
 
 
@@ -275,6 +295,42 @@ def _incidents_html(result: impact.Impact) -> str:
 
 def _card(value: Any, label: str) -> str:
     return f'<div class="card"><b>{escape(str(value))}</b><span>{escape(label)}</span></div>'
+
+
+def _refund(seller: impact.SellerImpact, line: impact.LabelActions) -> str:
+    if "refund_label" not in line.actions:
+        return ""
+    priced = seller.labels_to_refund.get(line.label_id)
+    return "no cost on the label" if priced is None else f"{priced[0]:.2f} {priced[1]}"
+
+
+def _sellers_to_act_on(result: impact.Impact) -> str:
+    """Per seller (as many as the table above), one row per affected order's label."""
+    head = ("order", "label", "tracking number", "findings", "actions", "refund")
+    parts = []
+    for seller in result.sellers[:_HTML_SELLER_ROWS]:
+        lines = seller.to_act_on()
+        owed = ", ".join(f"{a:.2f} {c}" for c, a in seller.refunds_owed.items()) or "none"
+        rows = []
+        for line in lines[:_HTML_LABELS_PER_SELLER]:
+            actions = ", ".join(name for action, name in ACTION_NAMES.items()
+                                if action in line.actions)
+            rules = ", ".join(r for r in impact.RULES if r in line.rules)
+            cells = (line.order_id, line.label_id,
+                     f"{line.carrier} {line.tracking_number}".strip(), rules, actions,
+                     _refund(seller, line))
+            rows.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+        more = len(lines) - _HTML_LABELS_PER_SELLER
+        note = (f'<p class="muted">{more} more labels in the JSON report.</p>'
+                if more > 0 else "")
+        parts.append(
+            f'<details class="seller" open><summary><b>{escape(seller.seller_id)}</b>: '
+            f"{len(seller.affected_orders)} orders, {len(seller.labels_to_refund)} labels to "
+            f"refund, refunds owed {escape(owed)}</summary>"
+            f'<div class="scroll"><table class="actions"><thead><tr>'
+            + "".join(f"<th>{escape(h)}</th>" for h in head)
+            + f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>{note}</details>')
+    return "\n".join(parts)
 
 
 def render_html(result: impact.Impact, title: str) -> str:
@@ -321,5 +377,9 @@ delivery and late shipment rate.</p>
 <thead><tr>{"".join(f"<th>{escape(h)}</th>" for h in header)}</tr></thead>
 <tbody>{"".join(rows)}</tbody></table></div>
 {note}
+<h2>What to act on, per seller</h2>
+<p class="muted">Each affected order's labels, the findings on them, what to do and the label
+refund owed (the label's cost).</p>
+{_sellers_to_act_on(result)}
 </body></html>
 """

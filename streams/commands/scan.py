@@ -8,9 +8,10 @@ them as read). Two ways to that order, with the same alerts in the same order: i
 stdin, or when forced with --on-disk. Alerts and dead letters are written as JSON Lines. A dead
 letter's `source_topic` is the file name as given (`<stdin>` for -), `partition` 0, `offset`
 the 1-based line number (what editors and `sed -n Np` show), `key_b64` null. Blank lines are
-not messages and are skipped. Exit 0 whenever it ran, whatever it found; 2 on usage error or
-an unreadable file. Detection settings come from TRACKING_VALIDATOR_* (see
-streams/core/settings.py).
+not messages and are skipped. A line of `export`'s output (an envelope with topic, offset and
+value) stands for the message it carries. Exit 0 whenever it ran, whatever it found (with
+--strict, 1 when any record was dead-lettered); 2 on usage error or an unreadable file.
+Detection settings come from TRACKING_VALIDATOR_* (see streams/core/settings.py).
 
 `--incidents PATH` and `--actions PATH` also write the response (contract, "Incidents and
 actions"): the incidents and the due per-order actions that the alerts' highest revisions
@@ -29,6 +30,8 @@ from typing import IO, Any
 from streams.commands import response_settings
 from streams.core.outputs import dumps
 from streams.core.settings import Settings
+from streams.tools.envelopes import unwrap
+from streams.tools.files import describe_os_error, open_input
 from streams.tools.offline import (
     ORDERS,
     Processor,
@@ -52,8 +55,11 @@ def in_memory_limit(workers: int) -> int:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="JSON Lines; - for stdin")
-    parser.add_argument("--alerts", metavar="PATH", default="-", help="alerts out (- = stdout)")
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="JSON Lines of messages, bare or as `export` writes them; - for "
+                        "stdin")
+    parser.add_argument("--alerts", metavar="PATH", default="-",
+                        help="alerts out (default - = stdout)")
     parser.add_argument(
         "--dead-letters", metavar="PATH", help="dead letters out (default: counted, not written)"
     )
@@ -61,7 +67,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="incidents out (tracking.incidents records; - = stdout)")
     parser.add_argument("--actions", metavar="PATH",
                         help="per-order actions out (tracking.actions records; - = stdout)")
-    parser.add_argument("--order", choices=ORDERS, default="event-time")
+    parser.add_argument("--order", choices=ORDERS, default="event-time",
+                        help="apply the events in event-time order (default: the alerts "
+                        "whatever the file order) or as read")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when any record was dead-lettered")
     response_settings.add_arguments(parser)
     memory = parser.add_argument_group(
         "memory",
@@ -110,15 +120,25 @@ def run(args: argparse.Namespace) -> int:
     inputs: list[tuple[str, IO[bytes]]] = []
     try:
         for name in args.files:
-            handle = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+            handle = sys.stdin.buffer if name == "-" else open_input(name)
             inputs.append(("<stdin>" if name == "-" else name, handle))
+    except OSError as exc:
+        _close_inputs(inputs)
+        print(f"scan: {describe_os_error(exc, exc.filename or name)}", file=sys.stderr)
+        return 2
+    try:
+        out_name = args.alerts
         alerts_out = _open_out(args.alerts)
+        out_name = args.dead_letters
         dead_out = _open_out(args.dead_letters)
+        out_name = args.incidents
         incidents_out = _open_out(args.incidents)
+        out_name = args.actions
         actions_out = (incidents_out if args.actions == args.incidents
                        else _open_out(args.actions))
     except OSError as exc:
-        print(f"scan: {exc}", file=sys.stderr)
+        _close_inputs(inputs)
+        print(f"scan: cannot write: {describe_os_error(exc, out_name)}", file=sys.stderr)
         return 2
     assert alerts_out is not None
 
@@ -160,22 +180,29 @@ def run(args: argparse.Namespace) -> int:
                         for record in records:
                             write_to(out)(record)
     except OSError as exc:
-        print(f"scan: {exc}", file=sys.stderr)
+        print(f"scan: {describe_os_error(exc, exc.filename or '?')}", file=sys.stderr)
         return 2
     finally:
-        for name, handle in inputs:
-            if name != "<stdin>":
-                handle.close()
+        _close_inputs(inputs)
         for out in {id(o): o for o in (alerts_out, dead_out, incidents_out, actions_out)
                     if o is not None}.values():
             out.flush()
             if out is not sys.stdout.buffer:
                 out.close()
-    note = "" if dead_out is not None or not summary.dead_letters else " (not written)"
+    note = ""
+    if dead_out is None and summary.dead_letters:
+        note = (f"; {summary.dead_letters} records were dead-lettered and not kept: "
+                f"--dead-letters FILE writes them")
     print(summary.line("scan") + note, file=sys.stderr)
     if response is not None:
         print(response_line("scan", incidents, actions), file=sys.stderr)
-    return 0
+    return 1 if args.strict and summary.dead_letters else 0
+
+
+def _close_inputs(inputs: list[tuple[str, IO[bytes]]]) -> None:
+    for name, handle in inputs:
+        if name != "<stdin>":
+            handle.close()
 
 
 def response_line(command: str, incidents: list[dict[str, Any]],
@@ -198,5 +225,5 @@ def _in_memory(
                 value = line.rstrip(b"\r\n")
                 if not value.strip():
                     continue
-                processor.feed(value, source=name, partition=0, offset=number)
+                processor.feed(unwrap(value), source=name, partition=0, offset=number)
     return processor.finish("scan: apply in event-time order")

@@ -25,13 +25,15 @@ from typing import Any
 import orjson
 
 from streams.runtime import kafka_security
+from streams.runtime.kafka_io import INPUT_RETENTION_MS
 from streams.tools.impact import parse_time
 from streams.tools.progress import Progress
 from streams.tools.simulation import DEFAULT_START, Params, World, lines, serialize, simulate
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1,
+                        help="random seed: the same seed gives the same traffic (default 1)")
     parser.add_argument("--labels", type=int, default=2000, help="labels bought (default 2000)")
     parser.add_argument("--days", type=float, default=90.0, help="span of purchases (90)")
     parser.add_argument("--start", type=parse_time, default=DEFAULT_START,
@@ -45,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="TIME|+DAYS",
         help="start of the incident (RFC 3339, date, or +N days after --start)",
     )
-    inc.add_argument("--incident-days", type=float, default=3.0)
+    inc.add_argument("--incident-days", type=float, default=3.0,
+                     help="how long the incident lasts, days (default 3)")
     inc.add_argument(
         "--incident-share",
         type=float,
@@ -78,14 +81,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--bootstrap", metavar="HOST:PORT", help="also produce to Kafka")
     kafka_security.add_arguments(out)  # --kafka-config: also produce to Kafka
     out.add_argument("--rate", type=float, default=0.0, help="messages/s to Kafka (0 = max)")
-    out.add_argument("--labels-topic", default="labels")
-    out.add_argument("--scans-topic", default="scans")
+    out.add_argument("--labels-topic", default="labels",
+                     help="topic of the label events, with --bootstrap (default labels)")
+    out.add_argument("--scans-topic", default="scans",
+                     help="topic of the carrier scans, with --bootstrap (default scans)")
     out.add_argument("--partitions", type=int, default=8, help="for topics created (8)")
     out.add_argument(
         "--retention-ms",
         type=int,
-        default=-1,
-        help="for topics created (-1 = forever: timestamps are event times)",
+        default=INPUT_RETENTION_MS,
+        help=f"for topics created ({INPUT_RETENTION_MS} = forever, as import and worker "
+        f"create input topics: timestamps are event times)",
     )
 
 
@@ -129,15 +135,21 @@ def manifest(world: World) -> dict[str, Any]:
     }
 
 
-def write_files(world: World, out: Path, combined: bool = False) -> list[Path]:
+def write_files(world: World, out: Path, combined: bool = False,
+                progress: Progress | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    if progress is not None:
+        progress.total = len(world.messages)
     names: dict[str, str | None] = {"labels.jsonl": "labels", "scans.jsonl": "scans"}
     if combined:
         names = {"events.jsonl": None}
     written = []
     for name, topic in names.items():
         with open(out / name, "wb") as handle:
-            handle.writelines(lines(world.messages, topic))
+            for line in lines(world.messages, topic):
+                handle.write(line)
+                if progress is not None:
+                    progress.update()
         written.append(out / name)
     with open(out / "ground_truth.jsonl", "wb") as handle:
         for kind, records in (("alert", world.ground_truth), ("incident", world.incidents),
@@ -152,6 +164,7 @@ async def produce(world: World, args: argparse.Namespace) -> int:
         Sender,
         ensure_topics,
         finite_retention,
+        input_topic_config,
         make_producer,
         retention_warning,
         start_client,
@@ -159,7 +172,7 @@ async def produce(world: World, args: argparse.Namespace) -> int:
 
     kafka = args.kafka
     topics = {"labels": args.labels_topic, "scans": args.scans_topic}
-    config = {"retention.ms": str(args.retention_ms)}
+    config = input_topic_config(args.retention_ms)
     await ensure_topics(kafka, topics.values(), args.partitions, 1, config)
     if short := await finite_retention(kafka, topics.values()):
         print(retention_warning("simulate", short), file=sys.stderr)
@@ -202,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
     began = time.monotonic()
-    world = simulate(params)
+    with Progress("simulate: generate", unit="shipments") as progress:
+        world = simulate(params, progress)
     truth = Counter(g["rule"] for g in world.ground_truth)
     summary = (
         f"simulate: {len(world.messages)} messages ({len(world.shipments)} shipments), "
@@ -211,7 +225,9 @@ def run(args: argparse.Namespace) -> int:
         + f", {len(world.incidents)} incidents, {len(world.actions)} actions"
     )
     if args.out:
-        for path in write_files(world, Path(args.out), args.combined):
+        with Progress(f"simulate: write {args.out}", unit="messages") as progress:
+            written = write_files(world, Path(args.out), args.combined, progress)
+        for path in written:
             print(f"wrote {path}", file=sys.stderr)
     if to_kafka:
         try:

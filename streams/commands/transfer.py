@@ -26,6 +26,7 @@ import base64
 import os
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -33,11 +34,13 @@ import orjson
 
 from streams.core.outputs import rfc3339
 from streams.runtime.kafka_io import (
+    INPUT_RETENTION_MS,
     KafkaConfigError,
     KafkaUnavailable,
     add_bootstrap_argument,
     config_from_args,
 )
+from streams.tools.files import describe_os_error, open_input
 from streams.tools.impact import parse_time
 from streams.tools.progress import Progress
 
@@ -45,11 +48,13 @@ HELP_IMPORT = "Load a JSON Lines file into a Kafka topic, keys and event-time ti
 HELP_EXPORT = "Dump a Kafka topic to a JSON Lines file, from the start to its current end."
 
 EVENT_TIME_FIELDS = ("purchased_at", "voided_at", "occurred_at")
+_IN_FLIGHT = 2000  # unacknowledged sends before waiting: bounds memory, keeps batches full
 
 
 def configure_import(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="JSON Lines; - for stdin")
-    parser.add_argument("--topic", required=True)
+    parser.add_argument("--topic", required=True, help="the topic to write to (created "
+                        "when missing, as the worker creates its input topics)")
     add_bootstrap_argument(parser)
     parser.add_argument(
         "--key-field",
@@ -61,14 +66,15 @@ def configure_import(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retention-ms",
         type=int,
-        default=-1,
-        help="if the topic is created (-1 = keep forever: timestamps are event times)",
+        default=INPUT_RETENTION_MS,
+        help=f"if the topic is created ({INPUT_RETENTION_MS} = keep forever: timestamps are "
+        f"event times; the worker and simulate create input topics the same way)",
     )
 
 
 def configure_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="JSON Lines out; - for stdout")
-    parser.add_argument("--topic", required=True)
+    parser.add_argument("--topic", required=True, help="the topic to read")
     add_bootstrap_argument(parser)
     parser.add_argument("--from", dest="from_time", type=parse_time, metavar="TIME",
                         help="start at the first record with this timestamp or later")  # fmt: skip
@@ -120,40 +126,76 @@ def to_record(
     return key_bytes, line, stamp, "message"
 
 
-async def _import(args: argparse.Namespace, source: IO[bytes], size: int | None) -> Counter[str]:
+@dataclass
+class ImportResult:
+    kinds: Counter[str] = field(default_factory=Counter)  # sent, by kind
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (line number, why)
+
+
+async def _import(args: argparse.Namespace, source: IO[bytes], size: int | None) -> ImportResult:
     from streams.runtime.kafka_io import (
-        Sender,
         ensure_topics,
         finite_retention,
+        input_topic_config,
         make_producer,
+        record_batch_bytes,
         retention_warning,
         start_client,
+        topic_configs,
     )
 
     kafka = args.kafka
-    config = {"retention.ms": str(args.retention_ms)}
+    config = input_topic_config(args.retention_ms)
     await ensure_topics(kafka, [args.topic], args.partitions, args.replication, config)
     if short := await finite_retention(kafka, [args.topic]):
         print(retention_warning("import", short), file=sys.stderr)
+    # a record is sent when the topic can hold it: an oversized message reaches the worker,
+    # which dead-letters it as too_large; one the broker would refuse is named and skipped
+    found = await topic_configs(kafka, [args.topic], ["max.message.bytes"])
+    limit = int(found.get(args.topic, {}).get("max.message.bytes") or (1 << 20))
     key_field = None if args.key_field.lower() == "none" else args.key_field
-    kinds: Counter[str] = Counter()
-    producer = make_producer(kafka)
+    result = ImportResult()
+    producer = make_producer(kafka, max_request_size=limit + 65536)
     await start_client(producer, kafka)
+    pending: list[tuple[int, str, asyncio.Future[Any]]] = []
+
+    async def settle() -> None:
+        for number, kind, future in pending:
+            try:
+                await future
+            except Exception as exc:  # the broker refused it: name it, keep the others
+                result.failed.append((number, f"{type(exc).__name__}: {exc}"))
+            else:
+                result.kinds[kind] += 1
+        pending.clear()
+
     try:
-        sender = Sender(producer)
         with Progress(f"import {args.topic}", total=size, unit="records") as progress:
-            for line in source:
+            for number, line in enumerate(source, start=1):
                 progress.update(len(line))
                 line = line.rstrip(b"\r\n")
                 if not line.strip():
                     continue
                 key, value, stamp, kind = to_record(line, key_field)
-                kinds[kind] += 1
-                await sender.send(args.topic, value, key, timestamp_ms=stamp)
-            await sender.drain()
+                need = record_batch_bytes(key, value)
+                if need > limit:
+                    result.failed.append((number, (
+                        f"{need:,} bytes as a record, more than topic {args.topic} holds "
+                        f"(max.message.bytes={limit})")))
+                    continue
+                try:
+                    future = await producer.send(args.topic, value=value, key=key,
+                                                 timestamp_ms=stamp)
+                except Exception as exc:  # refused before sending (e.g. a bad timestamp)
+                    result.failed.append((number, f"{type(exc).__name__}: {exc}"))
+                    continue
+                pending.append((number, kind, future))
+                if len(pending) >= _IN_FLIGHT:
+                    await settle()
+            await settle()
     finally:
         await producer.stop()
-    return kinds
+    return result
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -163,29 +205,33 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"import: {exc}", file=sys.stderr)
         return 2
     try:
-        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+        source = sys.stdin.buffer if args.file == "-" else open_input(args.file)
     except OSError as exc:
-        print(f"import: {exc}", file=sys.stderr)
+        print(f"import: {describe_os_error(exc, args.file)}", file=sys.stderr)
         return 2
     size = None if args.file == "-" else os.fstat(source.fileno()).st_size
     started = datetime.now(UTC)
     try:
-        kinds = asyncio.run(_import(args, source, size))
-    except KafkaUnavailable as exc:
+        result = asyncio.run(_import(args, source, size))
+    except (KafkaUnavailable, RuntimeError) as exc:  # RuntimeError: the topic not created
         print(f"import: {exc}", file=sys.stderr)
         return 2
     finally:
         if source is not sys.stdin.buffer:
             source.close()
     seconds = (datetime.now(UTC) - started).total_seconds()
+    for number, why in result.failed:
+        print(f"import: {args.file}:{number}: not sent: {why}", file=sys.stderr)
+    kinds = result.kinds
     total = sum(kinds.values())
     detail = ", ".join(f"{kind}={n}" for kind, n in sorted(kinds.items())) or "nothing"
+    failed = f", {len(result.failed)} lines not sent" if result.failed else ""
     print(
-        f"import: {total} records to {args.topic} ({detail}) in {seconds:.2f}s, "
+        f"import: {total} records to {args.topic} ({detail}){failed} in {seconds:.2f}s, "
         f"{total / seconds if seconds else 0:,.0f} records/s",
         file=sys.stderr,
     )
-    return 0
+    return 1 if result.failed else 0
 
 
 # ------------------------------------------------------------------------------ export

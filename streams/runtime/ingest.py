@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,8 +43,13 @@ class Batch:
 
 
 def build_batch(records_by_tp: dict[Any, list[Any]], partitions: int, max_bytes: int,
-                ) -> Batch:
-    """Decode a `getmany` result (pure: no I/O). Frames keep each partition's input order."""
+                read_ms: int | None = None) -> Batch:
+    """Decode a `getmany` result (pure: no I/O). Frames keep each partition's input order.
+    Each event's frame entry carries `read_ms` (default: now), when ingest read its record:
+    the start of the alert latency (a record's own timestamp is its event time when the
+    history was imported)."""
+    if read_ms is None:
+        read_ms = int(time.time() * 1000)
     batch = Batch()
     frames = batch.frames
     decode = events.decode
@@ -69,7 +75,7 @@ def build_batch(records_by_tp: dict[Any, list[Any]], partitions: int, max_bytes:
                 ))
                 continue
             p = partition_for(event.key.encode(), partitions)
-            entry = (record.timestamp, event)
+            entry = (read_ms, event)
             frame = frames.get(p)
             if frame is None:
                 frames[p] = [entry]
@@ -226,7 +232,11 @@ class Ingest:
         ended: dict[Any, int] = {}
         if self.bounds is not None:
             records, ended = self._cut_at_bounds(records)
-        batch = build_batch(records, c.partitions, c.settings.max_message_bytes)
+        read_ms = int(time.time() * 1000)
+        batch = build_batch(records, c.partitions, c.settings.max_message_bytes, read_ms)
+        if self.metrics is not None:
+            self.metrics.observe_event_ages(read_ms / 1000, (
+                event.event_ts for entries in batch.frames.values() for _, event in entries))
         batch.offsets.update(ended)
         for tp in ended:
             self.consumer.pause(tp)

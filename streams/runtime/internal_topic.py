@@ -8,7 +8,12 @@ per-event budget.
 
 Frame layout, version 1:
 
-    b"TVF" | version (1 byte) | msgpack [[input record timestamps, ms], events]
+    b"TVF" | version (1 byte) | msgpack [[read times, ms], events]
+
+A read time is the wall clock (epoch ms) at which ingest read the event's input record: the
+alert latency (`tracking_validator_event_to_alert_seconds`) starts there. Workers before
+this meaning wrote the input record's timestamp in the same place; their frames still read
+(the layout is unchanged), only their alerts' latency then counts from the record timestamp.
 
 The version byte lets a worker refuse a frame it cannot read (a mixed-version group) instead
 of misreading it. Events are encoded with `streams.core.events.encode_events`.
@@ -32,7 +37,7 @@ MAGIC = b"TVF"
 VERSION = 1
 _HEADER = MAGIC + bytes([VERSION])
 
-Entry = tuple[int, events.Event]  # (input record timestamp in ms, decoded event)
+Entry = tuple[int, events.Event]  # (read time in epoch ms, decoded event)
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_body = msgspec.msgpack.Decoder(tuple[list[int], bytes]).decode

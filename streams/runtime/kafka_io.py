@@ -20,11 +20,22 @@ from streams.runtime.kafka_security import DEFAULT_BOOTSTRAP, KafkaClientConfig,
 __all__ = ["DEFAULT_BOOTSTRAP", "KafkaConfigError", "KafkaUnavailable"]
 
 TOPIC_ALREADY_EXISTS = 36
-# Input topics written with event-time record timestamps (import, simulate) hold history:
+# Input topics hold history: import and simulate write event-time record timestamps, and
 # with the broker's default time retention (7 days) records older than that are deleted at
-# once, and replay needs at least a reuse window of history. Topics these tools create keep
-# records forever unless told otherwise.
-HISTORY_TOPIC_CONFIG = {"retention.ms": "-1"}
+# once; replay needs at least a reuse window of history. Every command that creates an input
+# topic (worker, demo through its worker, import, simulate) keeps records forever unless
+# told otherwise, and lets a record be larger than the worker's --max-message-bytes (1 MiB
+# by default), so that an oversized message reaches the worker, which dead-letters it as
+# too_large, instead of being refused by the broker.
+INPUT_RETENTION_MS = -1
+INPUT_MAX_MESSAGE_BYTES = 8 << 20
+
+
+def input_topic_config(retention_ms: int = INPUT_RETENTION_MS,
+                       max_message_bytes: int = INPUT_MAX_MESSAGE_BYTES) -> dict[str, str]:
+    """The configs an input topic (labels, scans) is created with."""
+    return {"retention.ms": str(retention_ms), "max.message.bytes": str(max_message_bytes)}
+
 _IN_FLIGHT = 2000  # unacknowledged sends before waiting: bounds memory, keeps batches full
 
 
@@ -207,8 +218,9 @@ def make_admin(kafka: Kafka) -> Any:
     )
 
 
-def make_producer(kafka: Kafka) -> Any:
-    """An idempotent producer; start it with `start_client`."""
+def make_producer(kafka: Kafka, max_request_size: int = 1 << 20) -> Any:
+    """An idempotent producer; start it with `start_client`. `max_request_size` bounds one
+    record (aiokafka refuses a larger one before sending)."""
     from aiokafka import AIOKafkaProducer
 
     config = client_config(kafka)
@@ -220,8 +232,17 @@ def make_producer(kafka: Kafka) -> Any:
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=256 * 1024,
+        max_request_size=max_request_size,
         compression_type=None,
     )
+
+
+def record_batch_bytes(key: bytes | None, value: bytes | None) -> int:
+    """An upper bound of the bytes a record batch holding only this record takes: what the
+    topic's max.message.bytes is compared with."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
 
 
 class Sender:
@@ -327,28 +348,39 @@ async def _maybe_await(result: Awaitable[None] | None) -> None:
         await result
 
 
-async def finite_retention(kafka: Kafka, topics: Iterable[str]) -> dict[str, int]:
-    """topic -> retention.ms for the topics whose time retention is finite."""
+async def topic_configs(kafka: Kafka, topics: Iterable[str],
+                        names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """topic -> {config name: effective value} for the `names` asked (the broker's default
+    when the topic does not set it)."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+    wanted = list(names)
     admin = make_admin(kafka)
     await start_client(admin, client_config(kafka))
     try:
         resources = [
-            ConfigResource(ConfigResourceType.TOPIC, t, configs={"retention.ms": None})
+            ConfigResource(ConfigResourceType.TOPIC, t, configs=dict.fromkeys(wanted))
             for t in dict.fromkeys(topics)
         ]
-        found: dict[str, int] = {}
+        found: dict[str, dict[str, str]] = {}
         for response in await admin.describe_configs(resources):
             for resource in response.to_object()["resources"]:
+                values = found.setdefault(resource["resource_name"], {})
                 for entry in resource["config_entries"]:
-                    if entry["config_names"] == "retention.ms" and entry["config_value"]:
-                        value = int(entry["config_value"])
-                        if value >= 0:
-                            found[resource["resource_name"]] = value
+                    if entry["config_names"] in wanted and entry["config_value"] is not None:
+                        values[entry["config_names"]] = entry["config_value"]
         return found
     finally:
         await admin.close()
+
+
+async def finite_retention(kafka: Kafka, topics: Iterable[str]) -> dict[str, int]:
+    """topic -> retention.ms for the topics whose time retention is finite."""
+    found: dict[str, int] = {}
+    for topic, values in (await topic_configs(kafka, topics, ["retention.ms"])).items():
+        if values.get("retention.ms") and int(values["retention.ms"]) >= 0:
+            found[topic] = int(values["retention.ms"])
+    return found
 
 
 def retention_warning(command: str, retention: dict[str, int]) -> str:

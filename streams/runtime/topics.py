@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from streams.core.outputs import dead_letter_max_bytes
+from streams.runtime.kafka_io import INPUT_MAX_MESSAGE_BYTES, input_topic_config
 from streams.runtime.stream_config import StreamConfig
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,12 @@ def topic_specs(config: StreamConfig) -> dict[str, dict[str, str]]:
     specs: dict[str, dict[str, str]] = {}
     if config.create_topics:
         big = str(_large_enough(config.settings.max_message_bytes))
-        specs[config.labels_topic] = {}
-        specs[config.scans_topic] = {}
+        # inputs keep their history, as `import` creates them (replay needs it)
+        inputs = input_topic_config(
+            max_message_bytes=max(INPUT_MAX_MESSAGE_BYTES, _large_enough(
+                config.settings.max_message_bytes)))
+        specs[config.labels_topic] = dict(inputs)
+        specs[config.scans_topic] = dict(inputs)
         specs[config.alerts_topic] = {}
         specs[config.deadletter_topic] = {"max.message.bytes": big}
         if config.response:

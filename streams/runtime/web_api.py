@@ -15,18 +15,21 @@ put back in the original order, all at one `at`). A forwarded request carries th
 `X-Tracking-Validator-Forwarded` and is never forwarded again: a worker that does not own a
 number any more (a rebalance in between) answers 503 and the client retries.
 
+    GET  /v1/openapi.json     the API's OpenAPI 3.1 document (schemas/lookup.openapi.json)
+
 The circuit breaker (a `channel` with an open incident of the number's carrier: `incident`
 and `advice` added) comes from the worker's own copy of the open incidents
 (`streams.runtime.incidents_view`): the owner adds it to the numbers it answers.
 
 Access: when TRACKING_VALIDATOR_API_TOKEN is set, every request to the web server (these
-routes and Faust's own) but the probes and the scrape (`/health`, `/ready`, `/metrics`)
-needs `Authorization: Bearer <token>` (compared in constant time), else 401; forwarded
-requests carry it. The table itself is never listed or dumped (Faust's
-table views stay off). Every error is JSON `{"error": {"code", "message"}}`: 400 for a
-malformed request (codes in streams.core.lookup), 401, 404/405 for other paths and methods, 503
-while the owner is unknown, recovering or unreachable, and 500 (logged, no traceback) only
-for a fault of ours.
+routes and Faust's own) but the probes, the scrape and the API's description (`/health`,
+`/ready`, `/metrics`, `/v1/openapi.json`) needs `Authorization: Bearer <token>`
+(compared in constant time), else 401; forwarded requests carry it. The table itself is
+never listed or dumped (Faust's table views stay off). Every error is JSON
+`{"error": {"code", "message"}}`: 400 for a malformed request (codes in
+streams.core.lookup), 401, 404/405 (with `Allow`) for other paths and methods, 503 while
+the owner is unknown, recovering or unreachable, and 500 (logged, no traceback) only for a
+fault of ours. A request aiohttp cannot parse gets its 400 and one WARNING line.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import orjson
 from streams.core import lookup
 from streams.core.detection import TrackingState, rfc3339
 from streams.core.lookup import RequestError
+from streams.core.schema import SCHEMAS_DIR
 from streams.runtime import internal_topic
 from streams.runtime.stream_config import StreamConfig
 
@@ -55,11 +59,14 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "TRACKING_VALIDATOR_API_TOKEN"
 FORWARDED = "X-Tracking-Validator-Forwarded"
+OPENAPI_PATH = "/v1/openapi.json"
 # probes and the Prometheus scrape never need the token (streams.runtime.metrics): health checkers
-# and scrapers are configured apart from the API's clients
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# and scrapers are configured apart from the API's clients; the API's description holds no
+# data and says how to authenticate, so tools and clients read it before they have a token
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", OPENAPI_PATH})
 GET_PATH = "/v1/tracking/{carrier}/{number}"
 CHECK_PATH = "/v1/tracking/check"
+OPENAPI_FILE = "lookup.openapi.json"  # in schemas/, beside the event schemas
 FORWARD_TIMEOUT = 10.0  # seconds for the owner's answer
 YIELD_EVERY = 100  # numbers answered between yields to the event loop (~5 ms of work)
 _DISCARD_LIMIT = 64 << 20  # a too-large body is read (and dropped) up to this, then cut off
@@ -69,11 +76,36 @@ class Unavailable(Exception):
     """The answer cannot be given right now (503): no owner known, recovering, unreachable."""
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs an HTTP request it cannot parse (a NUL in a header, a line too long) at
+    ERROR with a traceback, though it answers the client 400 itself: the client's fault, not
+    the worker's. Such a record becomes one WARNING line without the traceback (schemathesis
+    sends them; the log module collapses repeats)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = " ".join(str(exc.message or type(exc).__name__).split())[:200]
+            record.msg = "malformed HTTP request from %s, answered %s: %s"
+            record.args = ((record.args or ("?",))[0], exc.code, reason)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_MALFORMED = _MalformedRequests()
+
+
 def register(app: faust.App, table: Any, config: StreamConfig,
              incidents: lookup.OpenIncidents | None = None) -> None:
     """Serve the lookup API on `app`'s web server (a no-op when it has none)."""
     if config.web_port <= 0:
         return
+    server_log = logging.getLogger("aiohttp.server")
+    if _MALFORMED not in server_log.filters:
+        server_log.addFilter(_MALFORMED)
     host = config.web_host
     if host:  # how the other workers reach this one, and where it listens
         app.conf.web_host = host
@@ -85,6 +117,7 @@ def register(app: faust.App, table: Any, config: StreamConfig,
     web_app.router.add_get(GET_PATH, api.get_one)
     web_app.router.add_get("/v1/tracking/{carrier}/", api.get_empty)
     web_app.router.add_post(CHECK_PATH, api.check)
+    web_app.router.add_get(OPENAPI_PATH, api.openapi)
     web_app.on_cleanup.append(api.close)
 
 
@@ -113,6 +146,7 @@ class LookupApi:
         self.partitions = config.partitions
         self.token = None if token is None else f"Bearer {token}".encode()
         self.session: ClientSession | None = None
+        self._openapi: bytes | None = None
 
         @web.middleware
         async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -132,7 +166,9 @@ class LookupApi:
                 if exc.status < 400:
                     raise
                 code = exc.reason.lower().replace(" ", "_")
-                return _error(exc.status, code, exc.reason)
+                # a 405 names the methods the path takes (RFC 9110; schemathesis checks it)
+                allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+                return _error(exc.status, code, exc.reason, **allow)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -155,6 +191,13 @@ class LookupApi:
         if owner is not None:
             return await self._forward_get(owner, request)
         return _json(self._answer(q, key, partition, at_ts))
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        if self._openapi is None:  # read once, when first asked
+            self._openapi = (SCHEMAS_DIR / OPENAPI_FILE).read_bytes()
+        return web.Response(body=self._openapi, content_type="application/json")
 
     async def get_empty(self, request: web.Request) -> web.StreamResponse:
         raise RequestError("empty", "empty tracking number")

@@ -39,6 +39,7 @@ from streams.core import response
 from streams.core.detection import RULES
 from streams.core.incidents import epoch
 from streams.core.settings import Settings
+from streams.tools.envelopes import is_envelope
 
 SEVERITIES = ("critical", "warning", "info")
 METRICS = ("valid_tracking_rate", "on_time_delivery", "late_shipment")
@@ -58,7 +59,8 @@ def parse_time(text: str) -> datetime:
 
 
 def read_alerts(lines: Iterable[bytes], source: str = "-") -> Iterator[dict[str, Any]]:
-    """Alerts from JSON Lines; blank lines are skipped, anything else unreadable is an error."""
+    """Alerts from JSON Lines, bare or in `export`'s envelopes; blank lines are skipped,
+    anything else unreadable is an error."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -66,6 +68,10 @@ def read_alerts(lines: Iterable[bytes], source: str = "-") -> Iterator[dict[str,
             alert = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise AlertsError(f"{source}:{number}: not JSON: {exc}") from exc
+        if isinstance(alert, dict) and "rule" not in alert and is_envelope(alert):
+            alert = alert.get("value")  # `export` of an alerts topic: the alert it carries
+            if alert is None:
+                continue  # a tombstone carries nothing
         if not isinstance(alert, dict) or "rule" not in alert or "event_time" not in alert:
             raise AlertsError(f"{source}:{number}: not an alert (needs rule and event_time)")
         yield alert
@@ -102,6 +108,19 @@ def _revision(alert: dict[str, Any]) -> int:
 
 
 @dataclass(slots=True)
+class LabelActions:
+    """What to do about one label of an affected order: the rules found on it and the union
+    of their actions."""
+
+    order_id: str
+    label_id: str
+    tracking_number: str
+    carrier: str
+    rules: set[str] = field(default_factory=set)
+    actions: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
 class SellerImpact:
     seller_id: str
     alerts: int = 0
@@ -113,6 +132,12 @@ class SellerImpact:
     buyers_to_notify: set[str] = field(default_factory=set)
     # label_id -> (amount, currency), or None when the label carries no cost
     labels_to_refund: dict[str, tuple[Decimal, str] | None] = field(default_factory=dict)
+    # (order_id, label_id) -> what to do, in the order first found
+    labels: dict[tuple[str, str], LabelActions] = field(default_factory=dict)
+
+    def to_act_on(self) -> list[LabelActions]:
+        """The affected orders' labels, by order then label."""
+        return [self.labels[key] for key in sorted(self.labels)]
 
     @property
     def refunds_owed(self) -> dict[str, Decimal]:
@@ -191,6 +216,14 @@ def assess(
         label_id = alert.get("label_id")
         if "refund_label" in actions and label_id and label_id not in seller.labels_to_refund:
             seller.labels_to_refund[label_id] = _cost(alert)
+        key = (order or "", label_id or "")
+        line = seller.labels.get(key)
+        if line is None:
+            line = seller.labels[key] = LabelActions(
+                key[0], key[1], str(alert.get("tracking_number") or ""),
+                str(alert.get("carrier") or ""))
+        line.rules.add(rule)
+        line.actions.update(actions)
         hour = parse_time(alert["event_time"]).astimezone(UTC)
         timeline[(hour.replace(minute=0, second=0, microsecond=0), rule)] += 1
     ordered = sorted(sellers.values(), key=SellerImpact.sort_key)

@@ -51,6 +51,7 @@ import orjson
 from streams.core import detection, events, response
 from streams.core.outputs import dead_letter, dumps, stamp_alert
 from streams.core.settings import Settings
+from streams.tools.envelopes import unwrap
 from streams.tools.external_sort import ExternalSort
 from streams.tools.progress import Progress
 
@@ -364,6 +365,7 @@ def _decode_range(task: _Range, scratch: str, settings: Settings) -> _Decoded:
             value = line.rstrip(b"\r\n")
             if not value.strip():
                 continue
+            value = unwrap(value)  # export's envelope: the message it carries
             try:
                 event = decode(value, max_bytes)
             except events.DecodeError as exc:

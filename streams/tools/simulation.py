@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from streams.core.settings import Settings
+from streams.tools.progress import Progress
 
 HOUR = 3600
 DAY = 86400
@@ -545,7 +546,8 @@ class _Builder:
 
     # ------------------------------------------------------------------ the world
 
-    def build(self) -> World:
+    def build(self, progress: Progress | None = None) -> World:
+        """The world; `progress` (if any) advances once per shipment planned and emitted."""
         p, rng = self.p, self.rng
         if p.incident_start is not None:
             begin = int(p.incident_start.timestamp())
@@ -565,6 +567,8 @@ class _Builder:
                 plans.append((begin + rng.randrange(max(1, end - begin)), rng.choice(sellers),
                               True))
         plans.sort(key=lambda plan: plan[0])
+        if progress is not None:
+            progress.total = 2 * len(plans)
         donors: list[Shipment] = []
         times: list[int] = []
         for t, seller, burst in plans:
@@ -578,8 +582,12 @@ class _Builder:
             ):
                 donors.append(s)
                 times.append(t)
+            if progress is not None:
+                progress.update()
         for s in self.shipments:
             self._emit(s)
+            if progress is not None:
+                progress.update()
         self._noise()
         self.messages.sort(key=lambda m: m.arrival)
         truth = self._ground_truth()
@@ -768,8 +776,8 @@ def _services(carrier: str) -> tuple[tuple[str, float, int, int, float, float], 
     return CARRIERS[carrier][1]
 
 
-def simulate(params: Params) -> World:
-    return _Builder(params).build()
+def simulate(params: Params, progress: Progress | None = None) -> World:
+    return _Builder(params).build(progress)
 
 
 def serialize(value: dict[str, Any] | bytes) -> bytes:

@@ -3,6 +3,8 @@ that stay accepted as aliases, parse to the same setting."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from streams.commands.cli import build_parser
@@ -40,3 +42,26 @@ def test_worker_log_level_comes_from_its_environment_variable(
 
 def test_worker_stall_seconds_is_an_option() -> None:
     assert build_parser().parse_args(["worker", "--stall-seconds", "12"]).stall_seconds == 12.0
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
+def test_every_flag_has_help_text(command: str) -> None:
+    parser = _commands()[command]
+    missing = [
+        "/".join(action.option_strings) for action in parser._actions
+        if action.option_strings and action.help != argparse.SUPPRESS
+        and not (action.help or "").strip()
+    ]
+    assert missing == [], f"{command}: flags without help text: {missing}"
+    assert parser.format_help()  # renders (a bad % in a help text raises here)
+
+
+def test_top_level_flags_have_help_text() -> None:
+    parser = build_parser()
+    assert all((a.help or "").strip() for a in parser._actions if a.option_strings)

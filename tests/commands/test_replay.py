@@ -9,6 +9,7 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -184,15 +185,59 @@ async def test_replay_equals_a_live_worker(
         with worker:
             # live traffic: the worker consumes while the messages arrive, in arrival order
             await _simulate_to(kafka_bootstrap, topics, rate=1500)
-            live: list[dict] = []
-            deadline = time.monotonic() + 180
-            while len(standing(live)) < len(expected) and time.monotonic() < deadline:
-                assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-                await asyncio.sleep(1)
-                live = await _alerts(kafka_bootstrap, topics["alerts"])
-            await asyncio.sleep(2)  # anything extra would show up now
+            await _wait_processed(kafka_bootstrap, app_id, topics, worker,
+                                  tmp_path / "worker.log")
             live = await _alerts(kafka_bootstrap, topics["alerts"])
     await _replay(kafka_bootstrap, topics)
     replayed = await _alerts(kafka_bootstrap, topics["replay-alerts"])
     assert standing(replayed) == expected
     assert standing(live) == standing(replayed), (set(standing(live)) ^ set(expected))
+
+
+async def _uncommitted(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Records of `topics` that `group` has not committed; -1 while a topic is unknown."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        described = await admin.describe_topics(topics)
+        tps = [TopicPartition(d["topic"], part["partition"])
+               for d in described if d.get("error_code") == 0 for part in d["partitions"]]
+        if {tp.topic for tp in tps} != set(topics):
+            return -1
+        ends = await consumer.end_offsets(tps)
+        done = await admin.list_consumer_group_offsets(group)
+        return sum(max(0, ends[tp] - (done[tp].offset if tp in done and done[tp].offset >= 0
+                                      else 0)) for tp in tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _wait_processed(bootstrap: str, app_id: str, topics: dict[str, str], worker: Any,
+                          log: Path, timeout: float = 180.0) -> None:
+    """Until the worker has committed every input record (its ingest group) and every frame
+    of its internal topic (its stage's group): a frame's alerts are acknowledged before it is
+    committed, so they are all on the alerts topic then."""
+    from aiokafka.errors import KafkaError
+
+    inputs = [topics["labels"], topics["scans"]]
+    deadline = time.monotonic() + timeout
+    while True:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        try:
+            # inputs first: the frames of a committed input are on the internal topic
+            left = await _uncommitted(bootstrap, f"{app_id}-ingest", inputs)
+            if left == 0:
+                left = await _uncommitted(bootstrap, app_id, [f"{app_id}-tracking-events"])
+        except KafkaError:  # e.g. the group's coordinator not known yet
+            left = -1
+        if left == 0:
+            return
+        assert time.monotonic() < deadline, (
+            f"the worker left {left} records uncommitted after {timeout}s; log {log}")
+        await asyncio.sleep(0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -120,3 +121,156 @@ def test_export_of_a_missing_topic_exits_2(kafka_bootstrap: str, tmp_path: Path)
     out = tmp_path / "x.jsonl"
     argv = ["export", "--topic", "no-such-topic-e5", str(out), "--bootstrap", kafka_bootstrap]
     assert main(argv) == 2
+
+
+# ------------------------------------------------------------------ import of large lines
+
+def unique_topic_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+BIG = 3 << 20  # 3 MiB: over the worker's 1 MiB --max-message-bytes, under 8 MiB topics
+
+
+def _eleven_lines_with_a_big_one(path: Path) -> list[bytes]:
+    """Eleven contract labels of distinct numbers; line 5 padded to 3 MiB."""
+    from datetime import UTC, datetime
+
+    from streams.core.numbers import generate
+    from streams.tools.samples import label_purchased
+
+    at = datetime(2025, 3, 1, 10, tzinfo=UTC)
+    messages = [label_purchased(f"e-{i}", f"L-{i}", generate("usps", "usps_impb"), "S-1", at)
+                for i in range(11)]
+    messages[4]["notes"] = "x" * BIG  # line 5: valid JSON, just too big
+    lines = [orjson.dumps(m) for m in messages]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return lines
+
+
+async def _exported_values(kafka_bootstrap: str, topic: str, tmp_path: Path) -> list[bytes]:
+    out = tmp_path / f"{topic}.jsonl"
+    argv = ["export", "--topic", topic, str(out), "--bootstrap", kafka_bootstrap]
+    assert await asyncio.to_thread(main, argv) == 0
+    return [orjson.dumps(r["value"]) for r in _records(out)]
+
+
+@pytest.mark.integration
+async def test_import_sends_a_3_mib_line_to_the_topic_it_creates(
+        kafka_bootstrap: str, kafka_admin, tmp_path: Path) -> None:
+    from streams.runtime.kafka_io import topic_configs
+
+    source = tmp_path / "big.jsonl"
+    lines = _eleven_lines_with_a_big_one(source)
+    topic = unique_topic_name("import-big")
+    try:
+        argv = ["import", str(source), "--topic", topic, "--bootstrap", kafka_bootstrap]
+        assert await asyncio.to_thread(main, argv) == 0
+        # the history is kept and the oversized message is there for the worker to
+        # dead-letter as too_large
+        found = (await topic_configs(kafka_bootstrap, [topic],
+                                     ["retention.ms", "max.message.bytes"]))[topic]
+        assert found == {"retention.ms": "-1", "max.message.bytes": str(8 << 20)}
+        values = await _exported_values(kafka_bootstrap, topic, tmp_path)
+        assert Counter(values) == Counter(lines)
+    finally:
+        await kafka_admin.delete_topics([topic])
+
+
+@pytest.mark.integration
+async def test_import_names_a_line_the_topic_cannot_hold_and_sends_the_others(
+        kafka_bootstrap: str, create_topic, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    topic = await create_topic("import-small", config=HISTORY)  # the broker's 1 MiB limit
+    source = tmp_path / "big.jsonl"
+    lines = _eleven_lines_with_a_big_one(source)
+    argv = ["import", str(source), "--topic", topic, "--bootstrap", kafka_bootstrap]
+    assert await asyncio.to_thread(main, argv) == 1
+    err = capsys.readouterr().err
+    assert f"{source}:5: not sent:" in err and "max.message.bytes=" in err
+    assert "Traceback" not in err and ":4:" not in err and ":6:" not in err
+    assert "import: 10 records to" in err and "1 lines not sent" in err
+    values = await _exported_values(kafka_bootstrap, topic, tmp_path)
+    assert Counter(values) == Counter(lines[:4] + lines[5:])
+
+
+@pytest.mark.integration
+async def test_worker_creates_input_topics_as_import_does(
+        kafka_bootstrap: str, kafka_admin, tmp_path: Path) -> None:
+    from streams.runtime.app import declare_topics
+    from streams.runtime.kafka_io import input_topic_config, topic_configs
+    from streams.runtime.stream_config import StreamConfig
+
+    config = StreamConfig(app_id=unique_topic_name("declare"), bootstrap=kafka_bootstrap,
+                          partitions=2, labels_topic=unique_topic_name("labels"),
+                          scans_topic=unique_topic_name("scans"),
+                          alerts_topic=unique_topic_name("alerts"),
+                          deadletter_topic=unique_topic_name("dead"))
+    created = await declare_topics(config)
+    try:
+        inputs = [config.labels_topic, config.scans_topic]
+        found = await topic_configs(kafka_bootstrap, inputs,
+                                    ["retention.ms", "max.message.bytes"])
+        assert found == {t: input_topic_config() for t in inputs}
+        source = tmp_path / "big.jsonl"
+        lines = _eleven_lines_with_a_big_one(source)
+        argv = ["import", str(source), "--topic", config.labels_topic,
+                "--bootstrap", kafka_bootstrap]
+        assert await asyncio.to_thread(main, argv) == 0
+        values = await _exported_values(kafka_bootstrap, config.labels_topic, tmp_path)
+        assert Counter(values) == Counter(lines)
+    finally:
+        await kafka_admin.delete_topics(created)
+
+
+@pytest.mark.integration
+async def test_an_imported_3_mib_line_reaches_the_worker_which_dead_letters_it(
+        kafka_bootstrap: str, kafka_admin, tmp_path: Path) -> None:
+    """End to end: the worker creates its input topics, `import` sends all 11 lines, and the
+    worker dead-letters the 3 MiB one as too_large (over its 1 MiB --max-message-bytes)."""
+    import tempfile
+    import time
+
+    from streams.commands.demo import WorkerProcess
+    from streams.runtime.kafka_io import read_to_end
+
+    run = unique_topic_name("import-worker")
+    topics = {name: f"{run}.{name}" for name in ("labels", "scans", "alerts", "dead")}
+    source = tmp_path / "big.jsonl"
+    lines = _eleven_lines_with_a_big_one(source)
+    with tempfile.TemporaryDirectory() as state, WorkerProcess(
+        ["--bootstrap", kafka_bootstrap, "--app-id", run, "--state-dir", state,
+         "--partitions", "2", "--labels-topic", topics["labels"],
+         "--scans-topic", topics["scans"], "--alerts-topic", topics["alerts"],
+         "--deadletter-topic", topics["dead"], "--commit-interval", "0.5",
+         "--loglevel", "warning"],
+        log=tmp_path / "worker.log",
+    ) as worker:
+        deadline = time.monotonic() + 120
+        while topics["labels"] not in set(await kafka_admin.list_topics()):
+            assert worker.poll() is None and time.monotonic() < deadline
+            await asyncio.sleep(0.3)
+        argv = ["import", str(source), "--topic", topics["labels"],
+                "--bootstrap", kafka_bootstrap]
+        assert await asyncio.to_thread(main, argv) == 0
+
+        async def committed() -> int:  # input records ingest is done with
+            from aiokafka.errors import KafkaError
+
+            try:
+                offsets = await kafka_admin.list_consumer_group_offsets(f"{run}-ingest")
+            except KafkaError:  # a fresh broker: no group coordinator yet
+                return 0
+            return sum(o.offset for tp, o in offsets.items() if tp.topic == topics["labels"])
+
+        while await committed() < len(lines):
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the worker did not process the import"
+            await asyncio.sleep(0.3)
+        letters = [orjson.loads(r.value)
+                   async for r in read_to_end(kafka_bootstrap, [topics["dead"]])]
+    # the other ten are events: only the big one is dead-lettered
+    assert [(d["error"]["code"], d["source_topic"], d.get("value_size")) for d in letters] == [
+        ("too_large", topics["labels"], len(lines[4]))]
+    await kafka_admin.delete_topics([t for t in set(await kafka_admin.list_topics())
+                                     if t.startswith(run)])

@@ -104,6 +104,17 @@ async def test_metrics_health_and_ready_of_a_real_worker(
                       'severity="warning"}'] == 1
         latency = samples(text, "tracking_validator_event_to_alert_seconds_count")
         assert latency["tracking_validator_event_to_alert_seconds_count"] == 1
+        # the events happened in February 2025: the latency counts from the moment ingest
+        # read the record (seconds), the event age from the event time (more than 300 days)
+        seconds = samples(text, "tracking_validator_event_to_alert_seconds_sum")[
+            "tracking_validator_event_to_alert_seconds_sum"]
+        assert 0 < seconds < 60
+        ages = samples(text, "tracking_validator_event_age_seconds")
+        assert ages["tracking_validator_event_age_seconds_count"] == applied
+        mean_age = ages["tracking_validator_event_age_seconds_sum"] / applied
+        assert 300 * 86400 < mean_age < time.time() - T0.timestamp() + 1
+        assert ages['tracking_validator_event_age_seconds_bucket{le="2.592e+06"}'] == 0
+        assert ages['tracking_validator_event_age_seconds_bucket{le="+Inf"}'] == applied
         lag = samples(text, "tracking_validator_consumer_lag")
         assert lag and all(v == 0 for v in lag.values())
         assert any(p.internal_topic in k for k in lag)
@@ -131,11 +142,11 @@ def get_or_none(url: str) -> int | None:
 def test_metrics_count_distinct_alerts_and_revisions_apart() -> None:
     m = Metrics()
     m.count_alert({"rule": "duplicate_tracking", "severity": "warning", "revision": 1},
-                  input_ts_ms=1_000_000, acked_s=1_000.25)
+                  read_ms=1_000_000, acked_s=1_000.25)
     m.count_alert({"rule": "duplicate_tracking", "severity": "critical", "revision": 2,
-                   "status": "open"}, input_ts_ms=1_000_000, acked_s=1_001)
+                   "status": "open"}, read_ms=1_000_000, acked_s=1_001)
     m.count_alert({"rule": "duplicate_tracking", "severity": "critical", "revision": 3,
-                   "status": "retracted"}, input_ts_ms=0, acked_s=1_002)
+                   "status": "retracted"}, read_ms=0, acked_s=1_002)
     text = m.exposition().decode()
     assert samples(text, "tracking_validator_alerts_total") == {
         'tracking_validator_alerts_total{rule="duplicate_tracking",severity="warning"}': 1}
@@ -148,3 +159,30 @@ def test_metrics_count_distinct_alerts_and_revisions_apart() -> None:
     m.set_lag([("t", 1, 3)])  # partition 0 went to another worker
     assert samples(m.exposition().decode(), "tracking_validator_consumer_lag") == {
         'tracking_validator_consumer_lag{partition="1",topic="t"}': 3}
+
+
+def test_event_age_histogram_exposes_what_a_prometheus_histogram_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from streams.runtime.metrics import AGE_BUCKETS
+
+    m = Metrics()
+    registry = CollectorRegistry()
+    reference = Histogram("tracking_validator_event_age_seconds", "x", buckets=AGE_BUCKETS,
+                          registry=registry)
+    now = 1_800_000_000.0
+    times = [int(now) - age for age in (0, 1, 5, 60, 61, 86400, 86401, 400 * 86400, 10**9)]
+    times.append(int(now) + 30)  # from the future (clock skew): age 0
+    m.observe_event_ages(now, times)
+    m.observe_event_ages(now, [])
+    for t in times:
+        reference.observe(max(0.0, now - t))
+    name = "tracking_validator_event_age_seconds"
+
+    def exposed(text: str) -> dict[str, float]:
+        return {k: v for k, v in samples(text, name).items() if "_created" not in k}
+
+    ours = exposed(m.exposition().decode())
+    assert ours == exposed(generate_latest(registry).decode())
+    assert ours[f'{name}_bucket{{le="1.0"}}'] == 3  # ages 0, 1 and the future one
+    assert ours[f'{name}_bucket{{le="+Inf"}}'] == ours[f"{name}_count"] == len(times)

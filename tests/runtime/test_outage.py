@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import in_ci
 from test_recovery import workload
 from test_worker_integration import (
     alerts_of,
@@ -33,8 +34,8 @@ def split_by_topic(messages: list[dict]) -> tuple[list[dict], list[dict]]:
             [m for m in messages if m["type"] == "carrier.scan"])
 
 
-@pytest.mark.skipif(bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")),
-                    reason="stops and restarts a broker of its own")
+@pytest.mark.skipif(bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) and not in_ci(),
+                    reason="stops and restarts a broker of its own (runs under CI=true)")
 async def test_the_worker_rides_out_a_30s_broker_outage(tmp_path: Path) -> None:
     from streams.runtime.kafka_io import ensure_topics
 

@@ -40,6 +40,7 @@ from streams.core import lookup
 from streams.core.detection import TrackingState, apply, rfc3339
 from streams.core.events import decode
 from streams.core.numbers import generate, printed
+from streams.core.schema import SCHEMAS_DIR
 from streams.core.settings import Settings
 from streams.local.broker import free_port
 from streams.runtime.web_api import TOKEN_ENV
@@ -312,3 +313,101 @@ def test_lookup_command(cluster: Cluster) -> None:
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     done = _command(["--url", cluster.urls[0], "--at", "not-a-time", *fresh])
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+    # courier codes are case-insensitive (--carrier and a line's CARRIER field), and --at
+    # takes a plain date (midnight UTC), as report --from does
+    day = datetime.fromtimestamp(at, UTC).date()
+    midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+    some = numbers[:40]
+    stdin = "".join(f"{c.upper()}\t{n}\n" for c, n in some)
+    done = _command(["--url", cluster.urls[1], "--at", day.isoformat()], stdin)
+    assert done.returncode in (0, 1), done.stderr
+    lines = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [line.pop("input") for line in lines] == [n for _, n in some]
+    assert lines == [cluster.expected(c, n, midnight) for c, n in some]
+    done = _command(["--url", cluster.urls[0], "--carrier", "USPS", *fresh])
+    assert done.returncode == 0, done.stderr
+    assert [orjson.loads(x)["carrier"] for x in done.stdout.splitlines()] == ["usps"] * 3
+
+
+# ---------------------------------------------------------------- the OpenAPI document
+
+OPENAPI = orjson.loads((SCHEMAS_DIR / "lookup.openapi.json").read_bytes())
+
+
+def _conforms(name: str, value: Any) -> list[str]:
+    """What is wrong with `value` against components.schemas[name] of the document."""
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource("doc", Resource(OPENAPI, DRAFT202012))
+    check = jsonschema.Draft202012Validator({"$ref": f"doc#/components/schemas/{name}"},
+                                            registry=registry)
+    return [error.message for error in check.iter_errors(value)]
+
+
+async def test_the_openapi_document_is_served_without_the_token(cluster: Cluster) -> None:
+    for url in cluster.urls:
+        for headers in (None, AUTH, {"Authorization": "Bearer wrong"}):
+            status, body = await _get(url + "/v1/openapi.json", headers)
+            assert (status, body) == (200, OPENAPI)
+
+
+async def test_live_answers_and_errors_conform_to_the_document(cluster: Cluster) -> None:
+    import aiohttp
+
+    statuses = set()
+    for at in cluster.times:
+        body = orjson.dumps({"numbers": [{"carrier": c.upper(), "number": n}
+                                         for c, n in cluster.numbers], "at": rfc3339(at)})
+        status, got = await _post(cluster.urls[0] + "/v1/tracking/check", body, AUTH)
+        assert status == 200 and _conforms("CheckResponse", got) == []
+        statuses.update(r["status"] for r in got["results"])
+    assert statuses == {"held", "recently_used", "free", "invalid"}
+    for carrier, number in cluster.numbers[:50]:
+        status, got = await _get(f"{cluster.urls[1]}/v1/tracking/{carrier}/"
+                                 f"{quote(number, safe='')}", AUTH)
+        assert status == 200 and _conforms("LookupResult", got) == [], got
+    async with aiohttp.ClientSession() as s:
+        for method, path, headers, status, header in [
+            ("GET", "/v1/tracking/nope/1", AUTH, 400, None),
+            ("GET", "/v1/tracking/usps/1?at=soon", AUTH, 400, None),
+            ("POST", "/v1/tracking/check", AUTH, 400, None),
+            ("GET", "/v1/tracking/usps/1", None, 401, "WWW-Authenticate"),
+            ("PUT", "/v1/tracking/check", AUTH, 405, "Allow"),
+            ("DELETE", "/v1/tracking/usps/1", AUTH, 405, "Allow"),
+        ]:
+            async with s.request(method, cluster.urls[0] + path, headers=headers,
+                                 data=b"{" if method == "POST" else None) as r:
+                answer = orjson.loads(await r.read())
+                assert r.status == status, (method, path, answer)
+                assert r.content_type == "application/json"
+                assert _conforms("Error", answer) == [], answer
+                if header is not None:
+                    assert r.headers.get(header), (method, path, dict(r.headers))
+    assert "POST" in r.headers["Allow"] or "GET" in r.headers["Allow"]
+
+
+SCHEMATHESIS_CHECKS = (  # responses: no 5xx, and each conforms to the document
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_headers_conformance,response_schema_conformance,unsupported_method,"
+    "allow_header_conformance,ignored_auth")
+
+
+@pytest.mark.fuzz
+def test_schemathesis_finds_no_server_error_and_no_response_off_the_document(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """Bounded: 25 examples an operation, 60 s of fuzzing, one worker, a fixed seed.
+    (Not checked: whether each request the document allows is accepted and each it forbids
+    refused; a number that normalises to nothing or a date such as February 30 gets a
+    documented 400 that no schema can foresee.)"""
+    tool = Path(sys.executable).with_name("schemathesis")
+    done = subprocess.run(
+        [str(tool), "run", cluster.urls[0] + "/v1/openapi.json",
+         "--header", f"Authorization: Bearer {TOKEN}", "--checks", SCHEMATHESIS_CHECKS,
+         "--max-examples", "25", "--max-time", "60", "--workers", "1", "--seed", "20",
+         "--generation-database", "none", "--request-timeout", "15", "--no-color"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "Tested: 2" in done.stdout  # both lookup endpoints were fuzzed

@@ -168,3 +168,48 @@ def test_the_highest_revision_of_each_alert_counts(tmp_path: Path) -> None:
     # the window selects on the highest revision's event time
     late = json.loads(_report(path, tmp_path, "json", "--since", "2025-03-01T13:30:00Z"))
     assert late["totals"]["by_rule"] == {"previously_used": 1}
+
+
+def _seller_section(page: str, seller: str) -> str:
+    start = page.index(f"<summary><b>{seller}</b>")
+    return page[start:page.index("</details>", start)]
+
+
+def _rows(section: str) -> list[list[str]]:
+    import re
+    from html import unescape
+
+    body = section[section.index("<tbody>"):]
+    return [[unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
+def test_html_lists_what_to_act_on_per_seller(alerts_file: Path, tmp_path: Path) -> None:
+    page = _report(alerts_file, tmp_path, "html", "--since", "2025-03-01")
+    assert "What to act on, per seller" in page
+    a = _seller_section(page, "S-A")
+    assert "3 orders, 3 labels to refund, refunds owed 7.00 CAD, 14.75 USD" in a
+    protect_all = ("protect account health, fund A-to-z claim, notify buyer, refund label")
+    assert _rows(a) == [
+        # two rules on one label: one row, one refund
+        ["O1", "L1", "usps 9400100000000000000000", "duplicate_tracking, previously_used",
+         protect_all, "4.50 USD"],
+        ["O2", "L2", "usps 9400100000000000000000", "previously_used", protect_all,
+         "10.25 USD"],
+        ["O3", "L3", "usps 9400100000000000000000", "invalid_tracking",
+         "protect account health, refund label", "7.00 CAD"],
+    ]
+    b = _seller_section(page, "S-B")
+    assert _rows(b) == [["O4", "L4", "usps 9400100000000000000000", "destination_mismatch",
+                         "notify buyer, refund label", "no cost on the label"]]
+    assert "<summary><b>S-C</b>" not in page  # outside the window: nothing to do
+    assert "L0" not in page  # an earlier holder is context, not a label to act on
+
+
+def test_every_action_of_the_alert_schema_has_a_name_in_the_report() -> None:
+    from streams.commands.report import ACTION_NAMES
+    from streams.core.schema import load
+
+    actions = {a for by_severity in load("alert")["x-actions"].values()
+               for names in by_severity.values() for a in names}
+    assert set(ACTION_NAMES) == actions
