@@ -61,11 +61,13 @@ def test_the_endpoints_and_their_parameters() -> None:
     params = [DOC["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]
               for p in get["parameters"]]
     assert [(p["name"], p["in"], p["required"]) for p in params] == [
-        ("carrier", "path", True), ("number", "path", True), ("at", "query", False)]
+        ("carrier", "path", True), ("number", "path", True), ("at", "query", False),
+        ("channel", "query", False)]
     check = SCHEMAS["CheckRequest"]
     assert check["required"] == ["numbers"]
     assert check["properties"]["numbers"]["maxItems"] == lookup.MAX_NUMBERS
-    assert set(SCHEMAS["NumberRef"]["properties"]) == {"carrier", "number"}
+    assert set(SCHEMAS["NumberRef"]["properties"]) == {"carrier", "number", "channel"}
+    assert SCHEMAS["NumberRef"]["required"] == ["carrier", "number"]
     assert SCHEMAS["CheckResponse"]["properties"]["results"]["items"] == {
         "$ref": "#/components/schemas/LookupResult"}
 
@@ -74,8 +76,12 @@ def test_the_answer_has_the_contracts_fields() -> None:
     section = contract_section()
     table = re.findall(r"^\| (`[^|]+`) \|", section, re.M)
     fields = {name for cell in table for name in re.findall(r"`([a-z_]+)`", cell)}
-    assert set(SCHEMAS["LookupResult"]["properties"]) == fields
+    # the circuit breaker's two fields (issue 21) come only with an open incident
+    assert set(SCHEMAS["LookupResult"]["properties"]) == fields | {"incident", "advice"}
     assert set(SCHEMAS["LookupResult"]["required"]) == fields
+    assert set(SCHEMAS["OpenIncident"]["properties"]) == {"incident_id", "started_at",
+                                                          "alerts", "sellers"}
+    assert SCHEMAS["LookupResult"]["properties"]["advice"]["enum"] == [lookup.HOLD_LABEL_SALES]
     holder = re.search(r"`holders` \| array of `\{([^}]*)\}`", section).group(1)
     assert set(SCHEMAS["Holder"]["properties"]) == {f.strip() for f in holder.split(",")}
     scan = re.search(r"`last_scan` \| `\{([^}]*)\}` or null", section).group(1)
