@@ -72,7 +72,7 @@ def decode_batch(key: bytes | None, value: bytes) -> list[Any]:
 
 class ResponseStage(Stage):
     """`Stage`'s group commit (outputs acked, changelog, RocksDB, then the Faust ack) over
-    `response.step` instead of a frame of events."""
+    `response.step_many`, one input record a step, instead of a frame of events."""
 
     def __init__(self, app: Any, config: StreamConfig, table: Any) -> None:
         super().__init__(app, config, table)
@@ -166,7 +166,6 @@ def attach(app: faust.App, config: StreamConfig, metrics: Metrics,
     async def _drain_before_revoke(app: Any, revoked: Any, **kwargs: Any) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stage.drain(), timeout=config.session_timeout / 2)
-
 
     @app.agent(topic, name="respond", concurrency=1)
     async def respond(stream: faust.StreamT) -> None:
