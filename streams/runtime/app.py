@@ -130,18 +130,26 @@ def topic_specs(config: StreamConfig) -> dict[str, dict[str, str]]:
     return specs
 
 
-async def declare_topics(config: StreamConfig) -> list[str]:
+async def declare_topics(config: StreamConfig, app: Any = None) -> list[str]:
     """Create the missing topics before anything subscribes (a consumer that subscribes to a
     missing topic is not assigned it until a metadata refresh, minutes later). Refuses to run
     when the internal topic or changelog has another partition count than `partitions`: the
-    table's partitions follow the internal topic's, so a mismatch would misroute state."""
+    table's partitions follow the internal topic's, so a mismatch would misroute state.
+    Every topic follows one replication rule (streams.runtime.replication), also the
+    topics Faust creates itself when `app` is given."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from streams.runtime import replication
 
     admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=30000,
                                 **config.kafka.aiokafka_kwargs())
     await admin.start()
     try:
-        specs = topic_specs(config)
+        rule = await replication.plan(admin, config.replication, config.min_insync_replicas)
+        if app is not None:
+            app.conf.topic_replication_factor = rule.factor
+        specs = {name: {**rule.topic_configs(), **configs}
+                 for name, configs in topic_specs(config).items()}
         existing = set(await admin.list_topics())
         for name in (config.internal_topic_name, config.changelog_topic):
             if name in existing:
@@ -159,7 +167,7 @@ async def declare_topics(config: StreamConfig) -> list[str]:
                     NewTopic(
                         name,
                         config.partitions,
-                        config.replication,
+                        rule.factor,
                         topic_configs=specs[name],
                     )
                     for name in missing
@@ -170,6 +178,8 @@ async def declare_topics(config: StreamConfig) -> list[str]:
                 if code not in (0, TOPIC_ALREADY_EXISTS):  # another worker won the race
                     raise RuntimeError(f"cannot create topic {name}: error {code} {error[2:]}")
             log.info("created topics %s", ", ".join(missing))
+        await replication.warn_weaker(admin, rule, [n for n in specs if n in existing],
+                                      where=config.bootstrap)
         return missing
     finally:
         await admin.close()
@@ -464,7 +474,7 @@ def build_app(config: StreamConfig) -> faust.App:
 
     class TrackingApp(faust.App):
         async def on_first_start(self) -> None:
-            await declare_topics(config)
+            await declare_topics(config, self)
             await super().on_first_start()
 
         async def on_start(self) -> None:
@@ -672,7 +682,7 @@ def build_app(config: StreamConfig) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=config.partitions,
-        topic_replication_factor=config.replication,
+        topic_replication_factor=config.replication or 1,  # the rule's, at first start
         topic_allow_declare=True,
         consumer_auto_offset_reset=config.auto_offset_reset,
         broker_commit_interval=config.commit_interval,
@@ -691,8 +701,9 @@ def build_app(config: StreamConfig) -> faust.App:
         web_graph_enabled=False,
         web_stats_enabled=False,
         web_metrics_enabled=False,  # Faust's own: ours is /metrics
-        # one standby is pointless on one worker and doubles changelog reads on many
-        table_standby_replicas=0,
+        # standbys read the other workers' changelog partitions: a faster takeover for more
+        # changelog reads (benchmarks/failover.py)
+        table_standby_replicas=config.standby_replicas,
     )
 
     tracking_events = app.topic(
@@ -700,7 +711,7 @@ def build_app(config: StreamConfig) -> faust.App:
         key_type=bytes,
         value_type=bytes,
         partitions=config.partitions,
-        replicas=config.replication,
+        replicas=config.replication or None,  # None: Faust's factor, set by declare_topics
     )
     table = app.Table(
         config.table_name,

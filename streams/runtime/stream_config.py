@@ -37,7 +37,13 @@ class StreamConfig:
     # match: the table is partitioned by the internal topic's partitions), and of the input
     # and output topics when this worker creates them.
     partitions: int = 8
-    replication: int = 1
+    # replicas of the topics the worker creates; 0: automatic, 3 on three brokers or more
+    # with min.insync.replicas 2, else one per broker (streams.runtime.replication)
+    replication: int = 0
+    min_insync_replicas: int = 0  # 0: automatic (2 with 3 replicas, else the broker's)
+    # Faust's standby table replicas: a worker keeps a warm copy of another's partitions
+    # (it reads their changelog), so that it takes them over without rebuilding them
+    standby_replicas: int = 0
     labels_topic: str = "labels"
     scans_topic: str = "scans"
     alerts_topic: str = "tracking.alerts"
@@ -149,6 +155,8 @@ ENV_NAMES = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"}
 _INT_FIELDS = {
     "partitions",
     "replication",
+    "min_insync_replicas",
+    "standby_replicas",
     "web_port",
     "producer_max_batch_size",
     "producer_max_request_bytes",
