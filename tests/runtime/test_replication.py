@@ -49,6 +49,7 @@ def test_environment_sets_the_replication():
                                     "TRACKING_VALIDATOR_STANDBY_REPLICAS": "1"})
     assert (config.replication, config.min_insync_replicas, config.standby_replicas) == (2, 1, 1)
     assert StreamConfig().replication == 0  # automatic by default
+    assert StreamConfig().standby_replicas == 1
 
 
 def _config(bootstrap: str, **kw: object) -> StreamConfig:
