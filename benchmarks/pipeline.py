@@ -39,6 +39,10 @@ the broker's much more (see (b)).
                   million numbers.
   (e) warnings    "producer buffer full" lines in the worker logs (a normal run has none).
 
+  (f) --nodes N   (b) and (c) again on a local N-node cluster (every topic 3 replicas and
+                  min.insync.replicas 2, the worker's default there), the worker's figures
+                  beside the one-broker ones of the same run.
+
 Uses $KAFKA_BOOTSTRAP_SERVERS when set (no broker CPU figure then), else starts
 `streams.local.broker.LocalBroker`. The README's sizing figures come from this script's output.
 """
@@ -242,8 +246,13 @@ def make_producer(bootstrap: str) -> Any:
                             max_batch_size=512 * 1024)
 
 
+# how the benchmark's own input topics are replicated: as the worker's are (--nodes 3: 3
+# replicas, min.insync.replicas 2, as streams.runtime.replication chooses on a cluster)
+INPUT_REPLICATION: dict[str, Any] = {"replication": 1, "config": None}
+
+
 async def create_topics(bootstrap: str, names: list[str]) -> None:
-    await ensure_topics(bootstrap, names, partitions=PARTITIONS)
+    await ensure_topics(bootstrap, names, partitions=PARTITIONS, **INPUT_REPLICATION)
 
 
 async def preload(bootstrap: str, labels_topic: str, scans_topic: str,
@@ -818,12 +827,16 @@ def buffer_warnings(logs: list[Path]) -> int:
 
 
 async def kafka_parts(args: argparse.Namespace, bootstrap: str,
-                      broker_pid: int | None) -> dict[str, Any]:
+                      broker_pid: int | None, own_brokers: bool | None = None,
+                      ) -> dict[str, Any]:
+    """(b)-(e) on `bootstrap`; warm passes when the brokers are this script's own (by
+    default: when their pid is known)."""
     results: dict[str, Any] = {}
+    own = broker_pid is not None if own_brokers is None else own_brokers
     with tempfile.TemporaryDirectory(prefix="tv-bench-") as tmp_s:
         tmp = Path(tmp_s)
         logs: list[Path] = []
-        cold = " (cold broker)" if broker_pid is not None and args.warm else ""
+        cold = " (cold broker)" if own and args.warm else ""
         results["b"], run = await backlog(bootstrap, tmp, args.labels, broker_pid, cold,
                                           args.design_floor)
         run.stop()  # closes RocksDB: the state dir is then complete on disk
@@ -887,6 +900,9 @@ def main(argv: list[str] | None = None) -> int:
                         "topic, changelog, alerts; no Faust) as a second reference for the "
                         "broker's CPU")
     parser.add_argument("--keep-logs", default=None, help="copy worker logs to this dir")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="N > 1: after the one-broker figures, the same on a local N-node "
+                        "cluster (streams.local.cluster), and the two side by side (f)")
     args = parser.parse_args(argv)
     args.labels = args.labels or (4000 if args.quick else 40000)
     args.seconds = args.seconds or (5.0 if args.quick else 20.0)
@@ -896,8 +912,47 @@ def main(argv: list[str] | None = None) -> int:
         run_core(core_labels, 1 if args.quick else 3)
     if args.skip_kafka:
         return 0
-    on_a_broker(lambda bootstrap, pid: kafka_parts(args, bootstrap, pid))
+    found: dict[int, dict[str, Any]] = {}
+
+    async def one_node(bootstrap: str, pid: int | None) -> None:
+        found[1] = await kafka_parts(args, bootstrap, pid)
+
+    on_a_broker(one_node)
+    if args.nodes > 1:
+        from streams.local.cluster import LocalCluster
+
+        print(f"---- the same on a local {args.nodes}-node cluster (topics: 3 replicas, "
+              "min.insync.replicas 2; no broker CPU figure: its nodes are several JVMs)")
+        INPUT_REPLICATION.update(replication=min(3, args.nodes), config={
+            "min.insync.replicas": "2"} if args.nodes >= 3 else None)
+        with LocalCluster(args.nodes) as cluster:
+            found[args.nodes] = asyncio.run(kafka_parts(args, cluster.bootstrap_servers, None,
+                                                        own_brokers=True))
+        compare_nodes(found[1], found[args.nodes], args.nodes)
     return 0
+
+
+def compare_nodes(one: dict[str, Any], many: dict[str, Any], nodes: int) -> None:
+    """One broker and the cluster side by side: the worker's figures of this run."""
+    def backlog(r: dict[str, Any], key: str) -> str:
+        first = r["b"]["worker"][key]
+        warm = (r.get("b_warm") or {}).get(key, {}).get("worker")
+        form = "{:,.0f}" if key == "rate" else "{:.1f}"
+        return form.format(first) + ("" if warm is None else f" (warm {form.format(warm)})")
+
+    print(f"(f) the worker on one broker and on {nodes} nodes, this run")
+    print(f"    {'':<30} {'1 broker':>24} {f'{nodes} nodes':>24}")
+    print(f"    {'backlog events/s':<30} {backlog(one, 'rate'):>24} {backlog(many, 'rate'):>24}")
+    print(f"    {'worker CPU us/event':<30} {backlog(one, 'cpu_us'):>24} "
+          f"{backlog(many, 'cpu_us'):>24}")
+    for a, b in zip(one.get("c", []), many.get("c", []), strict=False):
+        wa, wb = a["worker"], b["worker"]
+        label = f"alert latency, {wa['rate']:,.0f}/s"
+        print(f"    {label:<30} {_lat(wa):>24} {_lat(wb):>24}")
+
+
+def _lat(w: dict[str, Any]) -> str:
+    return f"p50 {w['p50_ms']:.0f} / p99 {w['p99_ms']:.0f} ms"
 
 
 if __name__ == "__main__":
