@@ -146,8 +146,10 @@ async def declare_topics(config: StreamConfig, app: Any = None) -> list[str]:
     await admin.start()
     try:
         rule = await replication.plan(admin, config.replication, config.min_insync_replicas)
-        if app is not None:
+        if app is not None:  # what Faust creates itself: its leader topic, a changelog
             app.conf.topic_replication_factor = rule.factor
+            for table in app.tables.values():
+                table.extra_topic_configs.update(rule.topic_configs())
         specs = {name: {**rule.topic_configs(), **configs}
                  for name, configs in topic_specs(config).items()}
         existing = set(await admin.list_topics())

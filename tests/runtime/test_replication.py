@@ -92,15 +92,19 @@ async def test_one_broker_keeps_one_replica_and_its_defaults(kafka_bootstrap: st
 @pytest.mark.cluster
 async def test_on_three_brokers_every_topic_gets_3_replicas_and_min_isr_2(
         kafka_cluster, caplog: pytest.LogCaptureFixture):
-    from streams.runtime.app import declare_topics, topic_specs
+    from streams.runtime.app import build_app, declare_topics, topic_specs
     from streams.runtime.kafka_io import ensure_topics
 
     bootstrap = kafka_cluster.bootstrap_servers
-    config = _config(bootstrap)
-    created = await declare_topics(config)
+    config = _config(bootstrap, store="memory://")
+    app = build_app(config)
+    created = await declare_topics(config, app)
     assert sorted(created) == sorted(topic_specs(config))  # inputs, outputs, internal, changelog
     found = await _settings(bootstrap, created)
     assert found == {name: (3, 2) for name in created}
+    # and what Faust would create itself (its leader topic; a changelog, were ours missing)
+    assert app.conf.topic_replication_factor == 3
+    assert app.tracking["table"].extra_topic_configs == {"min.insync.replicas": "2"}
 
     # an existing weaker topic is kept as it is, and logged once at WARNING
     weak = _config(bootstrap)
