@@ -742,6 +742,8 @@ class LocalBroker:
         if self._given_data_dir is not None:
             self._given_data_dir.mkdir(parents=True, exist_ok=True)
             self.data_dir = self._given_data_dir
+        elif self.data_dir is not None and self.data_dir.is_dir():  # a restart after kill()
+            pass
         else:
             sweep_stale_data_dirs()
             self.data_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
@@ -881,8 +883,6 @@ class LocalBroker:
     def kill(self) -> None:
         """SIGKILL the JVM (a crash: no clean shutdown) and keep the data dir, so that
         `start()` brings the same node back on the same ports and data."""
-        self.keep_data = True
-        self._given_data_dir = self.data_dir
         self._kill()
 
     def _kill(self) -> None:

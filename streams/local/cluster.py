@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 # Per node: G1 with 1 parallel/1 concurrent GC thread and 2 JIT compiler threads (the
 # defaults scale with the cores and would be 2/1/2 here, times three JVMs), and a small
-# thread stack. Three nodes idle at ~0.05 cores together.
+# thread stack. Measured: three nodes idle at 0.06 cores together, ~330 MB resident each,
+# and start in 7-16 s.
 CLUSTER_JVM_OPTIONS = (
     "-XX:ParallelGCThreads=1",
     "-XX:ConcGCThreads=1",

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -118,3 +119,23 @@ def test_broker_command_refuses_zero_nodes():
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2
     assert "--nodes must be 1 or more" in proc.stderr
+
+
+@pytest.mark.integration
+def test_a_killed_broker_starts_again_on_its_port_and_data_then_cleans_up(tmp_path: Path,
+                                                                          monkeypatch):
+    _need_jars()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # TMPDIR is read once per process otherwise
+    try:
+        broker = kb.LocalBroker().start()
+        port, data, cluster_id = broker.port, broker.data_dir, broker.cluster_id
+        broker.kill()
+        assert _closed(port) and data is not None and data.is_dir()
+        broker.start()
+        assert (broker.port, broker.data_dir, broker.cluster_id) == (port, data, cluster_id)
+        assert kb.probe_metadata("127.0.0.1", port) == 1
+        broker.stop()
+        assert not data.exists()
+    finally:
+        tempfile.tempdir = None
