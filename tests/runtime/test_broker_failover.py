@@ -3,8 +3,9 @@
 A worker (with the default replication rule: every topic 3 replicas, min.insync.replicas 2)
 works through a backlog on the session's 3-node cluster while more input keeps arriving:
 
-* A: the node leading most of the worker's partitions is SIGKILLed mid-run and started
-  again 20 s later;
+* A: the node leading most of the worker's partitions (its topics are created with that
+  node as every partition's preferred leader) is SIGKILLed mid-run and started again 20 s
+  later;
 * B: a rolling restart: each node in turn is stopped, started again, and the next waits until
   every partition's in-sync replicas are all back.
 
@@ -97,6 +98,34 @@ async def wait_in_sync(bootstrap: str, topics: list[str], timeout: float = 120.0
         if time.monotonic() - began > timeout:
             raise TimeoutError(f"ISR of {topics} not complete after {timeout}s")
         await asyncio.sleep(0.5)
+
+
+async def create_led_by(cluster: Any, p: Pipeline, node: int) -> None:
+    """The input and every topic the worker declares, as it would create them (3 replicas,
+    min.insync.replicas 2, its topic configs), but with `node` first in every partition's
+    replica list: the preferred leader, so it leads them all (the worker finds them there)."""
+    from aiokafka.admin import NewTopic
+
+    from streams.runtime.app import topic_specs
+    from streams.runtime.stream_config import StreamConfig
+
+    config = StreamConfig(app_id=p.app_id, bootstrap=p.bootstrap, partitions=PARTITIONS,
+                          labels_topic=p.topics["labels"], scans_topic=p.topics["scans"],
+                          alerts_topic=p.topics["alerts"],
+                          deadletter_topic=p.topics["deadletter"])
+    others = [n for n in range(1, cluster.size + 1) if n != node]
+    assignment = {part: [node, *others[part % 2:], *others[:part % 2]]
+                  for part in range(PARTITIONS)}
+    admin = await _admin(p.bootstrap)
+    try:
+        response = await admin.create_topics([
+            NewTopic(name, -1, -1, replica_assignments=assignment,
+                     topic_configs={"min.insync.replicas": "2", **configs})
+            for name, configs in topic_specs(config).items()])
+        assert all(error[1] == 0 for error in response.topic_errors), response
+    finally:
+        await admin.close()
+    await wait_topics(p.bootstrap, worker_topics(p))
 
 
 # ---------------------------------------------------------------- the run
@@ -195,14 +224,19 @@ class Run:
         self.marks: list[int] = []  # log sizes at each failure
         self.feeding: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, led_by: int | None = None) -> None:
+        """Produce the backlog, start the worker, return once it is under way and the rest
+        of the input is arriving. `led_by`: every topic (the input and all the worker's) is
+        created first with that node as the preferred leader of every partition."""
         from streams.runtime.kafka_io import ensure_topics
 
         p = self.p
-        # inputs replicated as the worker's own topics are (a producer's topics)
-        await ensure_topics(p.bootstrap, [p.topics["labels"]],
-                            partitions=PARTITIONS, replication=3,
-                            config={"min.insync.replicas": "2"})
+        if led_by is not None:
+            await create_led_by(self.cluster, p, led_by)
+        else:  # the input replicated as the worker's own topics are
+            await ensure_topics(p.bootstrap, [p.topics["labels"]],
+                                partitions=PARTITIONS, replication=3,
+                                config={"min.insync.replicas": "2"})
         await wait_topics(p.bootstrap, [p.topics["labels"]])
         split = int(len(self.messages) * BACKLOG)
         await feed(p, self.messages[:split], 0)
@@ -275,10 +309,11 @@ async def test_the_leader_of_most_partitions_is_killed_and_restarted(
         kafka_cluster: Any, tmp_path: Path) -> None:
     run = Run(kafka_cluster, tmp_path, "fail-kill")
     try:
-        await run.start()
+        await run.start(led_by=2)
         await asyncio.sleep(5)  # mid-run: backlog behind it, input still arriving
         topics = worker_topics(run.p)
         node, leads, total = await top_leader(kafka_cluster.bootstrap_servers, topics)
+        assert leads > total // 2, f"node {node} leads only {leads} of {total} partitions"
         print(f"killing node {node}, leader of {leads} of the worker's {total} partitions")
         run.mark_failure()
         kafka_cluster.kill_node(node)
