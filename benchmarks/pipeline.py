@@ -617,7 +617,8 @@ async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None
     print(f"    worker end to end:                 {worker['rate']:>9,.0f} events/s"
           f"{ratio(worker['rate'], floor['rate'])}")
     print(f"    worker CPU:                        {worker['cpu_us']:>9.1f} us/event"
-          f"{ratio(worker['cpu_us'], floor['cpu_us'])}")
+          f"{ratio(worker['cpu_us'], floor['cpu_us'])}, "
+          f"{worker['cpu_us'] * worker['rate'] / 1e6:.2f} cores busy")
     if worker["broker_us"] is not None:
         print(f"    broker CPU for the worker:         {worker['broker_us']:>9.1f} us/event"
               f"{ratio(worker['broker_us'], floor['broker_us'])}")
@@ -945,6 +946,8 @@ def compare_nodes(one: dict[str, Any], many: dict[str, Any], nodes: int) -> None
     print(f"    {'backlog events/s':<30} {backlog(one, 'rate'):>24} {backlog(many, 'rate'):>24}")
     print(f"    {'worker CPU us/event':<30} {backlog(one, 'cpu_us'):>24} "
           f"{backlog(many, 'cpu_us'):>24}")
+    busy = [r["b"]["worker"]["cpu_us"] * r["b"]["worker"]["rate"] / 1e6 for r in (one, many)]
+    print(f"    {'worker cores busy (first pass)':<30} {busy[0]:>24.2f} {busy[1]:>24.2f}")
     for a, b in zip(one.get("c", []), many.get("c", []), strict=False):
         wa, wb = a["worker"], b["worker"]
         label = f"alert latency, {wa['rate']:,.0f}/s"
