@@ -48,6 +48,10 @@ the broker's much more (see (b)).
                   it - 1 (target: at most +10%). The backlog is timed as in (b), to the
                   response stage's last record made durable when it runs.
 
+  (g) --nodes N   (b) and (c) again on a local N-node cluster (every topic 3 replicas and
+                  min.insync.replicas 2, the worker's default there), the worker's figures
+                  beside the one-broker ones of the same run.
+
 Uses $KAFKA_BOOTSTRAP_SERVERS when set (no broker CPU figure then), else starts
 `streams.local.broker.LocalBroker`. The README's sizing figures come from this script's output.
 """
@@ -252,8 +256,13 @@ def make_producer(bootstrap: str) -> Any:
                             max_batch_size=512 * 1024)
 
 
+# how the benchmark's own input topics are replicated: as the worker's are (--nodes 3: 3
+# replicas, min.insync.replicas 2, as streams.runtime.replication chooses on a cluster)
+INPUT_REPLICATION: dict[str, Any] = {"replication": 1, "config": None}
+
+
 async def create_topics(bootstrap: str, names: list[str]) -> None:
-    await ensure_topics(bootstrap, names, partitions=PARTITIONS)
+    await ensure_topics(bootstrap, names, partitions=PARTITIONS, **INPUT_REPLICATION)
 
 
 async def preload(bootstrap: str, labels_topic: str, scans_topic: str,
@@ -632,7 +641,8 @@ async def backlog(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None
     print(f"    worker end to end:                 {worker['rate']:>9,.0f} events/s"
           f"{ratio(worker['rate'], floor['rate'])}")
     print(f"    worker CPU:                        {worker['cpu_us']:>9.1f} us/event"
-          f"{ratio(worker['cpu_us'], floor['cpu_us'])}")
+          f"{ratio(worker['cpu_us'], floor['cpu_us'])}, "
+          f"{worker['cpu_us'] * worker['rate'] / 1e6:.2f} cores busy")
     if worker["broker_us"] is not None:
         print(f"    broker CPU for the worker:         {worker['broker_us']:>9.1f} us/event"
               f"{ratio(worker['broker_us'], floor['broker_us'])}")
@@ -910,8 +920,12 @@ def buffer_warnings(logs: list[Path]) -> int:
 
 
 async def kafka_parts(args: argparse.Namespace, bootstrap: str,
-                      broker_pid: int | None) -> dict[str, Any]:
+                      broker_pid: int | None, own_brokers: bool | None = None,
+                      ) -> dict[str, Any]:
+    """(b)-(e) on `bootstrap`; warm passes when the brokers are this script's own (by
+    default: when their pid is known)."""
     results: dict[str, Any] = {}
+    own = broker_pid is not None if own_brokers is None else own_brokers
     with tempfile.TemporaryDirectory(prefix="tv-bench-") as tmp_s:
         tmp = Path(tmp_s)
         logs: list[Path] = []
@@ -920,7 +934,7 @@ async def kafka_parts(args: argparse.Namespace, bootstrap: str,
                                                args.response_passes, broker_pid)
             if args.response_only:
                 return results
-        cold = " (cold broker)" if broker_pid is not None and args.warm else ""
+        cold = " (cold broker)" if own and args.warm else ""
         results["b"], run = await backlog(bootstrap, tmp, args.labels, broker_pid, cold,
                                           args.design_floor)
         run.stop()  # closes RocksDB: the state dir is then complete on disk
@@ -990,6 +1004,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--response-labels", type=int, default=None,
                         help="labels of the (f) simulated week (default 30000, quick 3000)")
     parser.add_argument("--response-only", action="store_true", help="only (f)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="N > 1: after the one-broker figures, the same on a local N-node "
+                        "cluster (streams.local.cluster), and the two side by side (g)")
     args = parser.parse_args(argv)
     if args.response_passes is None:
         args.response_passes = 1 if args.quick else 2
@@ -1002,8 +1019,51 @@ def main(argv: list[str] | None = None) -> int:
         run_core(core_labels, 1 if args.quick else 3)
     if args.skip_kafka:
         return 0
-    on_a_broker(lambda bootstrap, pid: kafka_parts(args, bootstrap, pid))
+    found: dict[int, dict[str, Any]] = {}
+
+    async def one_node(bootstrap: str, pid: int | None) -> None:
+        found[1] = await kafka_parts(args, bootstrap, pid)
+
+    on_a_broker(one_node)
+    if args.nodes > 1:
+        from streams.local.cluster import LocalCluster
+
+        print(f"---- the same on a local {args.nodes}-node cluster (topics: 3 replicas, "
+              "min.insync.replicas 2; no broker CPU figure: its nodes are several JVMs)")
+        INPUT_REPLICATION.update(replication=min(3, args.nodes), config={
+            "min.insync.replicas": "2"} if args.nodes >= 3 else None)
+        with LocalCluster(args.nodes) as cluster:
+            # (b) and (c) only: the response stage's share (f) is measured on one broker
+            on_cluster = argparse.Namespace(**{**vars(args), "response_passes": 0})
+            found[args.nodes] = asyncio.run(kafka_parts(on_cluster, cluster.bootstrap_servers,
+                                                        None, own_brokers=True))
+        compare_nodes(found[1], found[args.nodes], args.nodes)
     return 0
+
+
+def compare_nodes(one: dict[str, Any], many: dict[str, Any], nodes: int) -> None:
+    """One broker and the cluster side by side: the worker's figures of this run."""
+    def backlog(r: dict[str, Any], key: str) -> str:
+        first = r["b"]["worker"][key]
+        warm = (r.get("b_warm") or {}).get(key, {}).get("worker")
+        form = "{:,.0f}" if key == "rate" else "{:.1f}"
+        return form.format(first) + ("" if warm is None else f" (warm {form.format(warm)})")
+
+    print(f"(g) the worker on one broker and on {nodes} nodes, this run")
+    print(f"    {'':<30} {'1 broker':>24} {f'{nodes} nodes':>24}")
+    print(f"    {'backlog events/s':<30} {backlog(one, 'rate'):>24} {backlog(many, 'rate'):>24}")
+    print(f"    {'worker CPU us/event':<30} {backlog(one, 'cpu_us'):>24} "
+          f"{backlog(many, 'cpu_us'):>24}")
+    busy = [r["b"]["worker"]["cpu_us"] * r["b"]["worker"]["rate"] / 1e6 for r in (one, many)]
+    print(f"    {'worker cores busy (first pass)':<30} {busy[0]:>24.2f} {busy[1]:>24.2f}")
+    for a, b in zip(one.get("c", []), many.get("c", []), strict=False):
+        wa, wb = a["worker"], b["worker"]
+        label = f"alert latency, {wa['rate']:,.0f}/s"
+        print(f"    {label:<30} {_lat(wa):>24} {_lat(wb):>24}")
+
+
+def _lat(w: dict[str, Any]) -> str:
+    return f"p50 {w['p50_ms']:.0f} / p99 {w['p99_ms']:.0f} ms"
 
 
 if __name__ == "__main__":

@@ -235,3 +235,25 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield str(path)
     finally:
         broker.stop()
+
+
+# ---------------------------------------------------------------- a 3-node cluster
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[object]:
+    """A started `streams.local.cluster.LocalCluster` of 3 nodes, shared by the session's
+    `cluster` tests (they kill and restart its nodes, and leave every node running). Always
+    local: the tests need to kill its nodes."""
+    from streams.local.broker import BrokerError
+    from streams.local.cluster import LocalCluster
+
+    cluster = LocalCluster(3)
+    try:
+        cluster.start()
+    except BrokerError as exc:
+        no_broker(f"local 3-node cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

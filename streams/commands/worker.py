@@ -53,8 +53,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     opt("--partitions", "partitions",
         "partitions of the internal topic and changelog, and of topics the worker creates",
         type=int)
-    opt("--replication", "replication", "replication factor of topics the worker creates",
-        type=int)
+    opt("--replication", "replication", "replication factor of topics the worker creates; "
+        "0: 3 on three brokers or more, else one per broker", type=int)
+    opt("--min-insync-replicas", "min_insync_replicas", "min.insync.replicas of topics the "
+        "worker creates; 0: 2 with 3 replicas or more, else the broker's default", type=int)
+    opt("--standby-replicas", "standby_replicas", "warm standby copies of each table "
+        "partition on other workers (faster takeover when a worker dies)", type=int)
     opt("--web-port", "web_port", "port of Faust's web server (and the lookup API); "
         "0 disables it", type=int)
     opt("--web-host", "web_host", "host name or address the other workers reach this one's "

@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -605,8 +605,17 @@ class LocalBroker:
         heap: tuple[str, str] = ("256m", "512m"),
         config: Mapping[str, object] | None = None,
         sasl_ssl: bool = False,
+        node_id: int = 1,
+        cluster_id: str | None = None,
+        quorum_voters: str | None = None,
+        jvm_options: Sequence[str] = (),
     ) -> None:
         self.sasl_ssl = sasl_ssl
+        # a node of a LocalCluster: its id, the cluster's id and every voter of the quorum
+        # (`1@host:port,2@host:port,...`); alone, the node is the only voter
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters
+        self.jvm_options = list(jvm_options)
         self.internal_port: int | None = None  # PLAINTEXT on loopback (sasl_ssl only)
         self.client_properties: dict[str, str] = {}
         self.host = host
@@ -622,7 +631,7 @@ class LocalBroker:
         self.data_dir: Path | None = self._given_data_dir
         self.log_path: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
-        self.cluster_id: str | None = None
+        self.cluster_id: str | None = cluster_id
         self.started_in: float | None = None
 
     # -- properties
@@ -651,9 +660,29 @@ class LocalBroker:
         self.stop()
 
     def start(self) -> LocalBroker:
+        """Start the JVM and wait until it serves metadata."""
+        began = time.monotonic()
+        self.launch()
+        try:
+            self._wait_ready(began)
+        except BaseException:
+            self._kill()
+            raise
+        self.started_in = time.monotonic() - began
+        log.info(
+            "kafka %s node %d ready at %s in %.1fs",
+            self.kafka_version,
+            self.node_id,
+            self.bootstrap_servers,
+            self.started_in,
+        )
+        return self
+
+    def launch(self) -> LocalBroker:
+        """Format the storage (once) and start the JVM without waiting for it: the nodes of a
+        cluster are launched together, as none is ready before a majority of the quorum is."""
         if self.process is not None:
             raise BrokerError("broker already started")
-        began = time.monotonic()
         java = check_java()
         libs = fetch_kafka(self.kafka_version, self.cache_dir) / "libs"
         self._prepare_dirs()
@@ -669,11 +698,14 @@ class LocalBroker:
                 password = self.client_properties["sasl.password"]
                 scram = ["--add-scram",
                          f"{SCRAM_MECHANISM}=[name={SCRAM_USER},password={password}]"]  # fmt: skip
+            if self.quorum_voters:
+                extra = {"controller.quorum.voters": self.quorum_voters, **extra}
             props = server_properties(
                 host=self.host,
                 port=self.port,
                 controller_port=self.controller_port,
                 log_dirs=kraft_dir,
+                node_id=self.node_id,
                 extra=extra,
             )
             cfg = self.data_dir / "server.properties"
@@ -685,32 +717,33 @@ class LocalBroker:
                 f"-Xms{self.heap[0]}",
                 f"-Xmx{self.heap[1]}",
                 "-XX:+UseG1GC",
+                *self.jvm_options,
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={log4j}",
                 f"-Dkafka.logs.dir={self.data_dir / 'logs'}",
                 "-cp",
                 f"{libs}/*",
             ]
-            self.cluster_id = _read_cluster_id(kraft_dir) or new_cluster_id()
+            self.cluster_id = (_read_cluster_id(kraft_dir) or self.cluster_id
+                               or new_cluster_id())
             self._format_storage(jvm, cfg, scram)
             self._spawn([*jvm, "kafka.Kafka", str(cfg)])
-            self._wait_ready(began)
         except BaseException:
             self._kill()
             raise
-        self.started_in = time.monotonic() - began
-        log.info(
-            "kafka %s ready at %s in %.1fs",
-            self.kafka_version,
-            self.bootstrap_servers,
-            self.started_in,
-        )
         return self
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until a launched node serves metadata (BrokerError if it exits or times out)."""
+        began = time.monotonic() - self.start_timeout + (timeout or self.start_timeout)
+        self._wait_ready(began)
 
     def _prepare_dirs(self) -> None:
         if self._given_data_dir is not None:
             self._given_data_dir.mkdir(parents=True, exist_ok=True)
             self.data_dir = self._given_data_dir
+        elif self.data_dir is not None and self.data_dir.is_dir():  # a restart after kill()
+            pass
         else:
             sweep_stale_data_dirs()
             self.data_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
@@ -846,6 +879,11 @@ class LocalBroker:
             )
         except BrokerError as exc:
             raise BrokerError(f"{exc}; log: {self.log_path}\n{_tail(self.log_path)}") from exc
+
+    def kill(self) -> None:
+        """SIGKILL the JVM (a crash: no clean shutdown) and keep the data dir, so that
+        `start()` brings the same node back on the same ports and data."""
+        self._kill()
 
     def _kill(self) -> None:
         """Stop the JVM at once (start failed); keep the data dir for its log."""

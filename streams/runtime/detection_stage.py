@@ -408,7 +408,7 @@ def attach(app: faust.App, config: StreamConfig, metrics: Metrics,
         key_type=bytes,
         value_type=bytes,
         partitions=config.partitions,
-        replicas=config.replication,
+        replicas=config.replication or None,  # None: Faust's factor, set by declare_topics
     )
     table = app.Table(
         config.table_name,

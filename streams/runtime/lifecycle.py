@@ -57,7 +57,7 @@ class Lifecycle:
 
         class TrackingApp(faust.App):
             async def on_first_start(self) -> None:
-                await declare_topics(config)
+                await declare_topics(config, self)
                 await super().on_first_start()
 
             async def on_start(self) -> None:
@@ -127,7 +127,7 @@ class Lifecycle:
             key_serializer="raw",
             value_serializer="raw",
             topic_partitions=config.partitions,
-            topic_replication_factor=config.replication,
+            topic_replication_factor=config.replication or 1,  # the rule's, at first start
             topic_allow_declare=True,
             consumer_auto_offset_reset=config.auto_offset_reset,
             broker_commit_interval=config.commit_interval,
@@ -146,8 +146,9 @@ class Lifecycle:
             web_graph_enabled=False,
             web_stats_enabled=False,
             web_metrics_enabled=False,  # Faust's own: ours is /metrics
-            # one standby is pointless on one worker and doubles changelog reads on many
-            table_standby_replicas=0,
+            # standbys read the other workers' changelog partitions: a faster takeover for more
+            # changelog reads (benchmarks/failover.py)
+            table_standby_replicas=config.standby_replicas,
         )
         return self.app
 

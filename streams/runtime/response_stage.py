@@ -155,7 +155,8 @@ def attach(app: faust.App, config: StreamConfig, metrics: Metrics,
            fatal: Callable[[BaseException], None]) -> ResponseParts:
     """Declare the response topic, its table and its agent on `app`."""
     topic = app.topic(config.response_topic_name, key_type=bytes, value_type=bytes,
-                      partitions=1, replicas=config.replication)
+                      partitions=1,
+                      replicas=config.replication or None)  # None: the rule's (declare_topics)
     table = app.Table(config.response_table_name, key_type=bytes, value_type=bytes,
                       partitions=1, options=TABLE_ROCKSDB_OPTIONS)
     stage = ResponseStage(app, config, table)

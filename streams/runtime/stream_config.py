@@ -37,7 +37,14 @@ class StreamConfig:
     # match: the table is partitioned by the internal topic's partitions), and of the input
     # and output topics when this worker creates them.
     partitions: int = 8
-    replication: int = 1
+    # replicas of the topics the worker creates; 0: automatic, 3 on three brokers or more
+    # with min.insync.replicas 2, else one per broker (streams.runtime.replication)
+    replication: int = 0
+    min_insync_replicas: int = 0  # 0: automatic (2 with 3 replicas, else the broker's)
+    # Faust's standby table replicas: a worker keeps a warm copy of another's partitions
+    # (it reads their changelog), so that it takes them over without rebuilding them; none
+    # is assigned while a worker is alone (benchmarks/failover.py: 9 s against 14 s)
+    standby_replicas: int = 1
     labels_topic: str = "labels"
     scans_topic: str = "scans"
     alerts_topic: str = "tracking.alerts"
@@ -57,8 +64,11 @@ class StreamConfig:
     web_host: str = ""
     # "earliest": a new consumer group reads the whole topic (nothing is skipped).
     auto_offset_reset: str = "earliest"
-    # A worker that dies holds its partitions until this expires (Faust's default is 60 s).
-    session_timeout: float = 10.0
+    # A worker that dies holds its partitions until this expires (Faust's default is 60 s);
+    # 6 s is the least a broker accepts by default (group.min.session.timeout.ms), and the
+    # heartbeat is a quarter of it: the survivors answer a dead worker's lookups again
+    # within 15 s (benchmarks/failover.py)
+    session_timeout: float = 6.0
     # -- client tuning (measured with benchmarks/pipeline.py; see its docstring)
     commit_interval: float = 1.0  # seconds between offset commits
     producer_linger: float = 0.005  # seconds the producer waits to fill a batch
@@ -167,6 +177,8 @@ ENV_NAMES = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"}
 _INT_FIELDS = {
     "partitions",
     "replication",
+    "min_insync_replicas",
+    "standby_replicas",
     "web_port",
     "producer_max_batch_size",
     "producer_max_request_bytes",

@@ -57,18 +57,28 @@ def topic_partitions(config: StreamConfig, name: str) -> int:
     return config.partitions
 
 
-async def declare_topics(config: StreamConfig) -> list[str]:
+async def declare_topics(config: StreamConfig, app: Any = None) -> list[str]:
     """Create the missing topics before anything subscribes (a consumer that subscribes to a
     missing topic is not assigned it until a metadata refresh, minutes later). Refuses to run
     when the internal topic or changelog has another partition count than `partitions`: the
-    table's partitions follow the internal topic's, so a mismatch would misroute state."""
+    table's partitions follow the internal topic's, so a mismatch would misroute state.
+    Every topic follows one replication rule (streams.runtime.replication), also the
+    topics Faust creates itself when `app` is given."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from streams.runtime import replication
 
     admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=30000,
                                 **config.kafka.aiokafka_kwargs())
     await admin.start()
     try:
-        specs = topic_specs(config)
+        rule = await replication.plan(admin, config.replication, config.min_insync_replicas)
+        if app is not None:  # what Faust creates itself: its leader topic, a changelog
+            app.conf.topic_replication_factor = rule.factor
+            for table in app.tables.values():
+                table.extra_topic_configs.update(rule.topic_configs())
+        specs = {name: {**rule.topic_configs(), **configs}
+                 for name, configs in topic_specs(config).items()}
         existing = set(await admin.list_topics())
         for name in (config.internal_topic_name, config.changelog_topic):
             if name in existing:
@@ -92,7 +102,7 @@ async def declare_topics(config: StreamConfig) -> list[str]:
                     NewTopic(
                         name,
                         topic_partitions(config, name),
-                        config.replication,
+                        rule.factor,
                         topic_configs=specs[name],
                     )
                     for name in missing
@@ -103,6 +113,8 @@ async def declare_topics(config: StreamConfig) -> list[str]:
                 if code not in (0, TOPIC_ALREADY_EXISTS):  # another worker won the race
                     raise RuntimeError(f"cannot create topic {name}: error {code} {error[2:]}")
             log.info("created topics %s", ", ".join(missing))
+        await replication.warn_weaker(admin, rule, [n for n in specs if n in existing],
+                                      where=config.bootstrap)
         return missing
     finally:
         await admin.close()

@@ -197,9 +197,9 @@ async def test_import_names_a_line_the_topic_cannot_hold_and_sends_the_others(
 @pytest.mark.integration
 async def test_worker_creates_input_topics_as_import_does(
         kafka_bootstrap: str, kafka_admin, tmp_path: Path) -> None:
-    from streams.runtime.app import declare_topics
     from streams.runtime.kafka_io import input_topic_config, topic_configs
     from streams.runtime.stream_config import StreamConfig
+    from streams.runtime.topics import declare_topics
 
     config = StreamConfig(app_id=unique_topic_name("declare"), bootstrap=kafka_bootstrap,
                           partitions=2, labels_topic=unique_topic_name("labels"),
