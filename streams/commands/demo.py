@@ -2,8 +2,10 @@
 
 Uses the Kafka at --bootstrap / $KAFKA_BOOTSTRAP_SERVERS when given, else starts a local
 broker (Java 17+; the Kafka jars are fetched once). Starts one worker, feeds the sample
-(streams/tools/samples/incident.jsonl: the Feb 2025 USPS number reuse in miniature) and prints one
-line per alert, in event-time order once they are all in (the same every run). Ctrl-C (or
+(streams/tools/samples/incident.jsonl: the Feb 2025 USPS number reuse in miniature) and, once
+the sample's alerts and incidents are all in (as the offline mode reads the sample), prints one
+line per alert in event-time order, then a block per incident (when it opened and resolved,
+alerts, sellers, orders, refunds owed), then two lookups: the same every run. Ctrl-C (or
 SIGTERM) stops the worker and the broker; nothing is left running.
 """
 
@@ -21,15 +23,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from streams.tools.samples import INCIDENT
 
-# The alerts are printed once the sample's have all arrived and nothing came for this long
-# (more than the worker's default 2 s alert hold, so that no pending correction is missed)
+# The alerts and incidents are printed once the sample's have all arrived and nothing came for
+# this long (more than the worker's default 2 s alert hold, so that no pending correction is
+# missed)
 QUIET_SECONDS = 2.5
 
 
@@ -47,10 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=3,
                         help="partitions of the topics (default 3)")
     parser.add_argument("--exit-after-sample", action="store_true",
-                        help="stop once every alert the sample should raise has arrived "
-                        "(exit 1 if they do not within --timeout)")
+                        help="stop once every alert and incident the sample should raise "
+                        "has arrived (exit 1 if they do not within --timeout)")
     parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds to wait for the sample's alerts (default 120); then "
+                        help="seconds to wait for the sample's alerts and incidents "
+                        "(default 120); then "
                         "what arrived is printed (with --exit-after-sample: and exit 1)")
     parser.add_argument("--worker-log", type=Path, default=None,
                         help="file for the worker's log (default: a temporary file)")
@@ -254,17 +258,22 @@ def _event_order(alert: dict[str, Any]) -> tuple[str, ...]:
 @dataclass
 class Expected:
     """What the contract's reading of the sample gives (streams.tools.offline): the open
-    alerts' ids, the number of dead letters, and the re-issued number to look up (the
-    earliest previously_used alert's, else duplicate_tracking's: the same every run)."""
+    alerts' ids, the number of dead letters, the re-issued number to look up (the earliest
+    previously_used alert's, else duplicate_tracking's: the same every run), and the
+    incidents that stand once the whole sample is in (streams.core.response.derive at the
+    sample's greatest event time, as the worker's response stage ends; without
+    `detected_at` and `revision`, by incident_id)."""
 
     alert_ids: set[str]
     dead_letters: int
     reissued: tuple[str, str] | None
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def expected_outcome(lines: list[bytes]) -> Expected:
     import orjson
 
+    from streams.core import response, revisions
     from streams.tools.offline import Processor
     from streams.tools.samples import topic_of
 
@@ -283,13 +292,16 @@ def expected_outcome(lines: list[bytes]) -> Expected:
         proc.feed(line, source=topic, partition=0, offset=i)
     summary = proc.finish()
     found = [a for a in latest.values() if a["status"] == "open"]
+    # the worker's settings are the environment's too (the demo passes no incident flags)
+    incidents, _ = response.derive(latest.values(), summary.watermark, proc.settings)
     reissued = None
     for rule in ("previously_used", "duplicate_tracking"):
         hits = sorted((a for a in found if a["rule"] == rule), key=_event_order)
         if hits:
             reissued = (hits[0]["carrier"], hits[0]["tracking_number"])
             break
-    return Expected({a["alert_id"] for a in found}, summary.dead_letters, reissued)
+    return Expected({a["alert_id"] for a in found}, summary.dead_letters, reissued,
+                    revisions.standing(incidents, revisions.INCIDENT_ID))
 
 
 def expected_alert_ids(lines: list[bytes]) -> set[str]:
@@ -377,6 +389,8 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
         "scans": f"{prefix}scans",
         "alerts": f"{prefix}tracking.alerts",
         "deadletter": f"{prefix}tracking.deadletter",
+        "incidents": f"{prefix}tracking.incidents",
+        "actions": f"{prefix}tracking.actions",
     }
     lines = list(_read_lines(args.sample))
     expected = expected_outcome(lines)
@@ -394,6 +408,8 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
                 "--scans-topic", topics["scans"],
                 "--alerts-topic", topics["alerts"],
                 "--deadletter-topic", topics["deadletter"],
+                "--incidents-topic", topics["incidents"],
+                "--actions-topic", topics["actions"],
                 "--commit-interval", "0.5",
                 "--web-port", str(web_port), "--web-host", "127.0.0.1",
                 "--loglevel", "warning",
@@ -408,9 +424,9 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
             kafka = _kafka(args, bootstrap)
             await _wait_topics(kafka, list(topics.values()), worker)
             console_stop = asyncio.Event()
-            console = await _start_console(args, kafka, prefix, topics, web_port, console_stop)
+            console = await _start_console(args, kafka, topics, web_port, console_stop)
             consumer = AIOKafkaConsumer(
-                topics["alerts"], topics["deadletter"],
+                topics["alerts"], topics["deadletter"], topics["incidents"],
                 bootstrap_servers=kafka.bootstrap, group_id=None, auto_offset_reset="earliest",
                 **kafka.aiokafka_kwargs(),
             )
@@ -435,17 +451,58 @@ async def _demo(args: argparse.Namespace, bootstrap: str, stop: asyncio.Event,
             print(f"worker stopped (exit {rc})", file=sys.stderr)
 
 
+INCIDENT_LABELS = ("opened", "resolved", "alerts", "sellers", "orders", "refunds owed")
+
+
+def incident_cells(incident: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+    """An incident's heading (carrier/channel) and its lines: when it opened (started_at),
+    when it resolved (resolved_at, "open" while open), alerts, sellers, orders, refunds owed.
+    No detected_at nor revision: they depend on the run, not on the sample."""
+
+    def minute(value: Any) -> str:
+        return str(value).replace("T", " ").rstrip("Z")[:16]
+
+    status = incident.get("status")
+    resolved = minute(incident["resolved_at"]) if incident.get("resolved_at") else (
+        "open" if status == "open" else str(status))
+    refunds = ", ".join(f"{m.get('amount')} {m.get('currency')}"
+                        for m in incident.get("refunds_owed") or []) or "none"
+    heading = f"{incident.get('carrier')}/{incident.get('channel') or '(none)'}"
+    values = (minute(incident.get("started_at")), resolved, str(incident.get("alerts")),
+              str(incident.get("sellers")), str(incident.get("orders")), refunds)
+    return heading, list(zip(INCIDENT_LABELS, values, strict=True))
+
+
+def format_incident(incident: dict[str, Any]) -> list[str]:
+    """An incident as an aligned block: `incident <carrier>/<channel> (UTC):`, then one
+    indented `label  value` line per field."""
+    heading, cells = incident_cells(incident)
+    width = max(len(label) for label in INCIDENT_LABELS)
+    return [f"incident {heading} (UTC):",
+            *(f"  {label.ljust(width)}  {value}" for label, value in cells)]
+
+
+def _incident_order(incident: dict[str, Any]) -> tuple[str, ...]:
+    return (str(incident.get("started_at")), str(incident.get("carrier")),
+            str(incident.get("channel")), str(incident.get("incident_id")))
+
+
 class Printout:
-    """The alerts as they come (the highest revision of each) and the dead letters, printed
-    once the sample's have all arrived: in event-time order, in aligned columns, the same
-    every run whatever the arrival order. Later ones are printed as they come."""
+    """The alerts as they come (the highest revision of each), the dead letters and the
+    incidents (the highest revision of each), printed once the sample's have all arrived:
+    the alerts in event-time order, in aligned columns, then the dead letters, then one
+    block per standing incident (not retracted) in order of start: the same every run
+    whatever the arrival order. Later ones are printed as they come (an incident when it
+    opens, resolves or is retracted)."""
 
     def __init__(self, topics: dict[str, str], out: IO[str]) -> None:
         self.names = {topic: name for name, topic in topics.items()}  # without a run prefix
         self.alerts_topic = topics["alerts"]
+        self.incidents_topic = topics.get("incidents")
         self.out = out
         self.latest: dict[str, dict[str, Any]] = {}  # alert_id -> highest revision
         self.dead: list[dict[str, Any]] = []
+        self.incidents: dict[str, dict[str, Any]] = {}  # incident_id -> highest revision
         self.revised = 0  # revisions seen (late messages, held or not)
         self.printed = False
         self.table: Table | None = None
@@ -453,6 +510,14 @@ class Printout:
     @property
     def open_ids(self) -> set[str]:
         return {i for i, a in self.latest.items() if a.get("status", "open") == "open"}
+
+    @property
+    def standing_incidents(self) -> dict[str, dict[str, Any]]:
+        """incident_id -> the highest revision, retracted ones dropped, without detected_at
+        and revision (what Expected.incidents holds)."""
+        from streams.core import revisions
+
+        return revisions.standing(self.incidents.values(), revisions.INCIDENT_ID)
 
     def add(self, topic: str, obj: dict[str, Any]) -> None:
         if topic == self.alerts_topic:
@@ -464,12 +529,35 @@ class Printout:
             self.latest[alert_id] = obj
             if self.printed:
                 self._print_alert(obj)
+        elif topic == self.incidents_topic:
+            self._add_incident(obj)
         else:
             record = {**obj, "source_topic": self.names.get(obj.get("source_topic"),
                                                             obj.get("source_topic"))}
             self.dead.append(record)
             if self.printed:
                 print(format_dead_letter(record), file=self.out, flush=True)
+
+    def _add_incident(self, obj: dict[str, Any]) -> None:
+        incident_id, revision = obj.get("incident_id"), obj.get("revision")
+        if (not isinstance(incident_id, str) or not isinstance(revision, int)
+                or not isinstance(obj.get("status"), str)):
+            return  # not an incident record: nothing to show
+        held = self.incidents.get(incident_id)
+        if held is not None and revision <= held["revision"]:
+            return  # an at-least-once repeat, or an older revision
+        self.incidents[incident_id] = obj
+        if not self.printed:
+            return
+        # later on: when one opens, resolves or is retracted (not on each count's change)
+        before = None if held is None else (held["status"], held.get("resolved_at"))
+        if before != (obj["status"], obj.get("resolved_at")):
+            if obj["status"] == "retracted":
+                heading, _ = incident_cells(obj)
+                print(f"incident {heading} from {str(obj.get('started_at'))[:16]}: "
+                      f"retracted", file=self.out, flush=True)
+            else:
+                print("\n".join(format_incident(obj)), file=self.out, flush=True)
 
     def _print_alert(self, alert: dict[str, Any]) -> None:
         cells = alert_cells(alert)
@@ -489,6 +577,8 @@ class Printout:
                                                        d.get("partition") or 0,
                                                        d.get("offset") or 0)):
             print(format_dead_letter(record), file=self.out)
+        for incident in sorted(self.standing_incidents.values(), key=_incident_order):
+            print("\n".join(format_incident(incident)), file=self.out)
         self.out.flush()
 
 
@@ -517,8 +607,11 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: Expected
         if shown.printed:
             continue
         now = time.monotonic()
+        # every expected record in as it ends (an incident resolved, not just opened), and
+        # nothing else standing: the printout is the same every run
         complete = (shown.open_ids == expected.alert_ids
-                    and len(shown.dead) >= expected.dead_letters)
+                    and len(shown.dead) >= expected.dead_letters
+                    and shown.standing_incidents == expected.incidents)
         if complete and now - last_record >= QUIET_SECONDS:
             shown.print_all()
             if shown.revised:
@@ -527,17 +620,24 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: Expected
             if lookup is not None:
                 # prevention: what a label platform would have been told before selling
                 await lookup.print(out)
+            counts = (f"{len(expected.alert_ids)} alerts and "
+                      f"{_plural(len(expected.incidents), 'incident')}")
             if args.exit_after_sample:
-                print(f"all {len(expected.alert_ids)} expected alerts arrived", file=sys.stderr)
+                print(f"all {counts} expected arrived", file=sys.stderr)
                 return 0
-            print(f"demo: idle: all {len(expected.alert_ids)} alerts of the sample are in; "
+            print(f"demo: idle: all {counts} of the sample are in; "
                   f"the worker keeps watching {topics['labels']} and {topics['scans']}. "
                   f"Ctrl-C stops it (worker and broker).", file=sys.stderr, flush=True)
         elif now > deadline:
             missing = len(expected.alert_ids - shown.open_ids)
             unexpected = len(shown.open_ids - expected.alert_ids)
+            standing = shown.standing_incidents
+            differ = sum(standing.get(i) != v for i, v in expected.incidents.items())
+            extra = len(standing.keys() - expected.incidents.keys())
             print(f"timeout: {missing} of {len(expected.alert_ids)} expected alerts missing, "
-                  f"{unexpected} unexpected open", file=sys.stderr)
+                  f"{unexpected} unexpected open; {differ} of {len(expected.incidents)} "
+                  f"expected incidents missing or not as expected, {extra} unexpected",
+                  file=sys.stderr)
             shown.print_all()
             if args.exit_after_sample:
                 return 1
@@ -546,7 +646,11 @@ async def _print_until(consumer: Any, topics: dict[str, str], expected: Expected
     return 130 if args._signal == signal.SIGINT else 0
 
 
-async def _start_console(args: argparse.Namespace, kafka: Any, prefix: str,
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+async def _start_console(args: argparse.Namespace, kafka: Any,
                          topics: dict[str, str], web_port: int,
                          stop: asyncio.Event) -> asyncio.Future[None] | None:
     """The live console on the demo's topics, its URL printed; None with --console-port -1."""
@@ -559,8 +663,8 @@ async def _start_console(args: argparse.Namespace, kafka: Any, prefix: str,
         console = Console(ConsoleConfig(
             kafka=kafka, port=attempt, worker_urls=[f"http://127.0.0.1:{web_port}"],
             since=datetime(1970, 1, 1, tzinfo=UTC),  # the whole sample, however old
-            topics={"alert": topics["alerts"], "incident": f"{prefix}tracking.incidents",
-                    "action": f"{prefix}tracking.actions"}))
+            topics={"alert": topics["alerts"], "incident": topics["incidents"],
+                    "action": topics["actions"]}))
         started = asyncio.Event()
         task = asyncio.ensure_future(console.run(stop, started))
         waiting = asyncio.ensure_future(started.wait())

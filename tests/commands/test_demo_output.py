@@ -1,34 +1,50 @@
 """The demo prints the same thing every run: the sample's alerts in event-time order, in
-aligned columns, the same re-issued number looked up; idle, it says that Ctrl-C stops it."""
+aligned columns, its incident as the offline mode derives it (opened, resolved, alerts,
+sellers, orders, refunds owed), the same re-issued number looked up; idle, it says that
+Ctrl-C stops it."""
 
 from __future__ import annotations
 
 import io
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import pytest
 
 from streams.commands.demo import COLUMNS, Printout, expected_outcome
+from streams.core import response
+from streams.core.incidents import epoch
 from streams.tools.offline import Processor
 from streams.tools.samples import INCIDENT, read_jsonl, topic_of
 
 REPO = Path(__file__).resolve().parents[2]
 TOPICS = {"labels": "demo-x.labels", "scans": "demo-x.scans",
-          "alerts": "demo-x.tracking.alerts", "deadletter": "demo-x.tracking.deadletter"}
+          "alerts": "demo-x.tracking.alerts", "deadletter": "demo-x.tracking.deadletter",
+          "incidents": "demo-x.tracking.incidents", "actions": "demo-x.tracking.actions"}
 
 
 def _sample() -> list[bytes]:
     return list(read_jsonl(INCIDENT))
 
 
-def _offline(lines: list[bytes], order: str) -> tuple[list[dict], list[dict]]:
+class Offline(NamedTuple):
+    alerts: list[dict]
+    dead: list[dict]
+    incidents: list[dict]
+    watermark: int  # the greatest event time of the input
+
+
+def _offline(lines: list[bytes], order: str = "event-time") -> Offline:
+    """The offline mode's alerts, dead letters and incidents (streams.core.response.derive
+    at the sample's greatest event time, as `scan --incidents` writes them)."""
     alerts: list[dict] = []
     dead: list[dict] = []
     proc = Processor(alerts.append, dead.append, order=order)
@@ -38,8 +54,63 @@ def _offline(lines: list[bytes], order: str) -> tuple[list[dict], list[dict]]:
         except orjson.JSONDecodeError:
             topic = "labels"
         proc.feed(line, source=TOPICS[topic], partition=0, offset=i)
-    proc.finish()
-    return alerts, dead
+    summary = proc.finish()
+    incidents, _ = response.derive(alerts, summary.watermark, proc.settings)
+    return Offline(alerts, dead, incidents, summary.watermark)
+
+
+def _incident_revisions(run: Offline) -> list[dict]:
+    """The incident records a response stage publishes for the run's alerts arriving one by
+    one, each followed by its event time as the watermark, then the input's last: every
+    revision (open, then grown, then resolved), with a detected_at of their own."""
+    states: dict[str, bytes] = {}
+    published: list[dict] = []
+    settings = Processor(lambda a: None, lambda d: None).settings
+    items: list[dict | response.Watermark] = []
+    for alert in run.alerts:
+        items += [alert, response.Watermark(epoch(alert["event_time"]))]
+    for item in [*items, response.Watermark(run.watermark)]:
+        result = response.step(states.get, item, settings)
+        for key, value in result.states.items():
+            if value is None:
+                states.pop(key, None)
+            else:
+                states[key] = value
+        published += [{**r, "detected_at": f"2026-01-01T00:00:{len(published) % 60:02d}Z"}
+                      for r in result.incidents]
+    return published
+
+
+def _incident_blocks(text: str) -> dict[str, list[tuple[str, str]]]:
+    """The printed incident blocks: heading -> [(label, value)], and that their values line
+    up."""
+    blocks: dict[str, list[tuple[str, str]]] = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("incident "):
+            continue
+        body = []
+        for row in lines[i + 1:]:
+            if not re.match(r"  \S", row):
+                break
+            label, value = re.split(r"\s{2,}", row.strip(), maxsplit=1)
+            body.append((label, value))
+            assert row.index(value, len(label) + 2) == lines[i + 1].index(body[0][1]), row
+        blocks[line] = body
+    return blocks
+
+
+def _as_printed(incident: dict) -> tuple[str, list[tuple[str, str]]]:
+    """What the demo must print for an incident record of the offline mode."""
+    def minute(value: str) -> str:
+        return value.replace("T", " ").removesuffix("Z")[:16]
+
+    refunds = ", ".join(f"{m['amount']} {m['currency']}" for m in incident["refunds_owed"])
+    resolved = minute(incident["resolved_at"]) if incident["status"] == "resolved" else "open"
+    return (f"incident {incident['carrier']}/{incident['channel']} (UTC):",
+            [("opened", minute(incident["started_at"])), ("resolved", resolved),
+             ("alerts", str(incident["alerts"])), ("sellers", str(incident["sellers"])),
+             ("orders", str(incident["orders"])), ("refunds owed", refunds or "none")])
 
 
 def _columns(line: str) -> list[int]:
@@ -53,10 +124,13 @@ def test_the_printout_is_the_same_whatever_the_arrival_order() -> None:
     for seed, order in ((1, "event-time"), (2, "input"), (3, "input")):
         shuffled = lines[:]
         random.Random(seed).shuffle(shuffled)
-        alerts, dead = _offline(shuffled if order == "input" else lines, order)
+        run = _offline(shuffled if order == "input" else lines, order)
+        alerts, dead, incidents = run.alerts, run.dead, _incident_revisions(run)
         arrivals = [(TOPICS["alerts"], a) for a in alerts]
         arrivals += [(TOPICS["alerts"], a) for a in alerts[:5]]  # at-least-once repeats
         arrivals += [(TOPICS["deadletter"], d) for d in dead]
+        arrivals += [(TOPICS["incidents"], i) for i in incidents]
+        arrivals += [(TOPICS["incidents"], i) for i in incidents[:3]]
         random.Random(seed).shuffle(arrivals)
         out = io.StringIO()
         shown = Printout(TOPICS, out)
@@ -66,7 +140,9 @@ def test_the_printout_is_the_same_whatever_the_arrival_order() -> None:
         outs.append(out.getvalue())
     assert outs[0] == outs[1] == outs[2]
     printed = outs[0].splitlines()
-    header, rows = printed[0], [p for p in printed[1:] if not p.startswith("DEAD LETTER")]
+    blocks = _incident_blocks(outs[0])
+    header = printed[0]
+    rows = [p for p in printed[1:] if not p.startswith(("DEAD LETTER", "incident ", "  "))]
     expected = expected_outcome(lines)
     assert len(rows) == len(expected.alert_ids)
     starts = _columns(header)
@@ -80,6 +156,35 @@ def test_the_printout_is_the_same_whatever_the_arrival_order() -> None:
     assert len(dead_lines) == expected.dead_letters
     assert all("demo-x." not in p for p in dead_lines)  # no run prefix
     assert expected.reissued is not None and expected.reissued[1] in outs[0]
+    # the incident as the offline mode derives it, once, after the alerts and dead letters
+    incidents = _offline(lines).incidents
+    assert [i["status"] for i in incidents] == ["resolved"]  # the sample's one, resolved
+    assert blocks == dict(_as_printed(i) for i in incidents)
+    assert printed[-7].startswith("incident ")  # last: its heading and six lines
+    assert "revision" not in outs[0] and "2026-01-01" not in outs[0]  # nor detected_at
+
+
+def test_an_open_incident_is_printed_open_and_later_revisions_as_they_come() -> None:
+    revisions = _incident_revisions(_offline(_sample()))
+    opened = next(r for r in revisions if r["status"] == "open")
+    out = io.StringIO()
+    shown = Printout(TOPICS, out)
+    shown.add(TOPICS["incidents"], opened)
+    shown.print_all()
+    assert _incident_blocks(out.getvalue()) == dict([_as_printed(opened)])
+    # after the printout: a revision that only counts more prints nothing, the
+    # resolution prints the block again
+    out.seek(0)
+    out.truncate()
+    grown = [r for r in revisions if r["status"] == "open" and r["revision"] > 1]
+    assert grown
+    for record in grown:
+        shown.add(TOPICS["incidents"], record)
+    assert out.getvalue() == ""
+    resolved = revisions[-1]
+    assert resolved["status"] == "resolved"
+    shown.add(TOPICS["incidents"], resolved)
+    assert _incident_blocks(out.getvalue()) == dict([_as_printed(resolved)])
 
 
 def _demo(tmp_path: Path, kafka_bootstrap: str, name: str, *extra: str) -> subprocess.Popen:
@@ -118,3 +223,7 @@ def test_two_demo_runs_print_the_same_and_idle_says_ctrl_c_stops_it(
     assert header.split() == " ".join(COLUMNS).split()
     expected = expected_outcome(_sample())
     assert f"re-issued {expected.reissued[0]} {expected.reissued[1]}: HELD" in one
+    # the incident the worker published, as the offline mode derives it
+    incidents = _offline(_sample()).incidents
+    assert _incident_blocks(one) == dict(_as_printed(i) for i in incidents)
+    assert f"all {len(expected.alert_ids)} alerts and 1 incident of the sample" in err
