@@ -1,8 +1,10 @@
 """The console in a real browser (Debian's chromium driven by Playwright), against the demo: a
 worker fed the sample incident, the console the demo starts, on the test broker.
 
-The page must show the incident, the rate chart and the alert list; an alert produced now
-must appear within 2 s; a click on it must show its evidence. A screenshot is saved as a test
+The page must show the incident the worker published (as the offline mode derives it from
+the sample: carrier, channel, refunds owed, its hourly sparkline), the rate chart and the
+alert list; an alert produced now must appear within 2 s; a click on it must show its
+evidence. A screenshot is saved as a test
 artifact (TRACKING_VALIDATOR_TEST_ARTIFACTS, default out/test-artifacts/). Nothing here looks
 at pixels: every check is on the page's elements and text.
 """
@@ -32,7 +34,6 @@ ARTIFACTS = Path(os.environ.get("TRACKING_VALIDATOR_TEST_ARTIFACTS") or REPO / "
 # the closed network refuses chromium's background connections: keep it from trying
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SAMPLE_ALERTS = 14  # what the worker raises from the bundled sample (the demo's own check)
 
 
 def chromium() -> str:
@@ -56,28 +57,35 @@ async def produce(bootstrap: str, topic: str, record: dict[str, Any], key: bytes
         await producer.stop()
 
 
-def incident_of(alerts: list[dict[str, Any]]) -> dict[str, Any]:
-    """An incident record (contract, tracking.incidents) over the sample's critical alerts, as
-    a worker of the incidents branch publishes; the test produces it itself."""
-    import hashlib
+def offline_reference() -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+    """The offline mode's reading of the bundled sample (what the demo's worker publishes):
+    its final open alerts, its one standing incident (derive at the sample's greatest event
+    time, without detected_at and revision) and the number of open alerts."""
+    from streams.commands.demo import expected_outcome
+    from streams.core.revisions import latest
+    from streams.tools.offline import Processor
+    from streams.tools.samples import INCIDENT, read_jsonl, topic_of
 
-    started = "2024-12-17T18:00:00Z"
-    critical = [a for a in alerts if a["severity"] == "critical"]
-    return {
-        "incident_id": hashlib.sha256(f"usps|buy_shipping|{started}".encode()).hexdigest()[:32],
-        "carrier": "usps", "channel": "buy_shipping", "status": "open", "revision": 1,
-        "started_at": started, "ended_at": "2024-12-17T21:00:00Z", "resolved_at": None,
-        "alerts": len(critical), "labels": len(critical),
-        "sellers": len({a["seller_id"] for a in critical}),
-        "orders": len({a["order_id"] for a in critical}),
-        "by_rule": {"previously_used": 3, "duplicate_tracking": 2},
-        "refunds_owed": [{"currency": "USD", "amount": "38.42"}],
-        "windows": [{"start": "2024-12-17T18:00:00Z", "alerts": 2, "sellers": 2},
-                    {"start": "2024-12-17T19:00:00Z", "alerts": 0, "sellers": 0},
-                    {"start": "2024-12-17T20:00:00Z", "alerts": 3, "sellers": 3}],
-        "sample": [a["tracking_number"] for a in critical][:10],
-        "actions": ["hold_label_sales"], "detected_at": "2026-01-01T00:00:00Z",
-    }
+    lines = list(read_jsonl(INCIDENT))
+    expected = expected_outcome(lines)
+    raised: list[dict[str, Any]] = []
+    proc = Processor(raised.append, lambda d: None)
+    for i, line in enumerate(lines):
+        proc.feed(line, source=topic_of(orjson.loads(line)), partition=0, offset=i)
+    proc.finish()
+    found = [a for a in latest(raised).values() if a["alert_id"] in expected.alert_ids]
+    assert len(expected.incidents) == 1, expected.incidents  # the sample raises one
+    return found, next(iter(expected.incidents.values())), len(expected.alert_ids)
+
+
+def money(amounts: list[dict[str, str]]) -> str:
+    """Refunds owed as the page writes them (console.html, money())."""
+    return ", ".join(f"{m['amount']} {m['currency']}" for m in amounts) or "–"
+
+
+def when(moment: str) -> str:
+    """A time as the page writes it (console.html, when())."""
+    return moment.replace("T", " ").removesuffix("Z")[:16]
 
 
 async def wait_for_console(stderr: Path, demo: subprocess.Popen[bytes]) -> str:
@@ -91,13 +99,14 @@ async def wait_for_console(stderr: Path, demo: subprocess.Popen[bytes]) -> str:
     raise AssertionError(f"the demo printed no console URL: {stderr.read_text()}")
 
 
-async def test_the_console_in_a_browser(kafka_bootstrap: str, kafka_admin: Any,
-                                        tmp_path: Path) -> None:
-    from aiokafka.admin import NewTopic
-    from conftest import wait_for_topic
+async def test_the_console_in_a_browser(kafka_bootstrap: str, tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
+    from streams.core.console_view import ALERTS_SENT, SPARK_HOURS
+
     executable = chromium()
+    sample_alerts, incident, n_alerts = offline_reference()
+    listed = min(n_alerts, ALERTS_SENT)  # the page lists the newest ALERTS_SENT
     stdout, stderr = tmp_path / "demo.out", tmp_path / "demo.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         demo = subprocess.Popen(
@@ -110,21 +119,19 @@ async def test_the_console_in_a_browser(kafka_bootstrap: str, kafka_admin: Any,
         url = await wait_for_console(stderr, demo)
         async with ClientSession() as http:
             deadline = time.monotonic() + 120
-            while True:  # the worker has raised the sample's alerts
+            while True:  # the worker has raised the sample's alerts and its incident ended
                 async with http.get(f"{url}api/state") as response:
                     state = await response.json()
-                if state["alerts_in_view"] >= SAMPLE_ALERTS:
+                shown = {i["incident_id"]: i for i in state["incidents"]}
+                if (state["alerts_in_view"] >= n_alerts
+                        and (shown.get(incident["incident_id"]) or {}).get("status")
+                        == incident["status"]):
                     break
-                assert time.monotonic() < deadline, state["alerts_in_view"]
+                assert time.monotonic() < deadline, (state["alerts_in_view"], shown)
                 assert demo.poll() is None, stderr.read_text()
                 await asyncio.sleep(0.5)
         topics = state["topics"]
         alerts = state["alerts"]
-        await kafka_admin.create_topics([NewTopic(topics["incident"], 1, 1)])
-        await wait_for_topic(kafka_admin, topics["incident"], 1)
-        incident = incident_of(alerts)
-        await produce(kafka_bootstrap, topics["incident"], incident,
-                      key=b"usps:buy_shipping")
 
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
@@ -135,17 +142,29 @@ async def test_the_console_in_a_browser(kafka_bootstrap: str, kafka_admin: Any,
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
                 await page.goto(url)
 
-                # the incident, the chart and the alert list
+                # the worker's incident, as the offline mode derives it
                 row = page.locator(f'tr.incident[data-incident-id="{incident["incident_id"]}"]')
                 await row.wait_for(timeout=15_000)
-                assert "open" in await row.inner_text()
-                assert "buy_shipping" in await row.inner_text()
-                assert "38.42 USD" in await row.inner_text()
-                assert await row.locator("svg.spark path").count() == 2
+                cells = [c.strip() for c in await row.locator("td").all_inner_texts()]
+                assert incident["status"] in cells, cells
+                assert incident["carrier"] in cells and incident["channel"] in cells, cells
+                assert when(incident["started_at"]) in cells, cells
+                assert money(incident["refunds_owed"]) in cells, cells
+                for name in ("alerts", "sellers", "orders"):
+                    assert str(incident[name]) in cells, (name, cells)
+                # the hourly sparkline: a line and its area, one point per window (its title)
+                spark = row.locator("svg.spark")
+                assert await spark.locator("path").count() == 2
+                points = (await spark.locator("title").text_content() or "").splitlines()
+                assert points == [f"{when(w['start'])}: {w['alerts']}"
+                                  for w in incident["windows"]][-SPARK_HOURS:]
+                # the rate chart, every rule of the sample in its legend
                 await page.locator("#rate-chart rect").first.wait_for(timeout=5_000)
                 legend = await page.locator("#chart .legend").inner_text()
-                assert "previously_used" in legend and "destination_mismatch" in legend
-                assert await page.locator("tr.alert").count() == SAMPLE_ALERTS
+                for rule in {a["rule"] for a in sample_alerts}:
+                    assert rule in legend, (rule, legend)
+                # the alert list: the newest of the sample's
+                assert await page.locator("tr.alert").count() == listed
 
                 # one more alert, now: on the page within 2 s of its acknowledgement
                 new = dict(alerts[0], alert_id="browser-test-alert-0001", revision=1,
@@ -161,7 +180,10 @@ async def test_the_console_in_a_browser(kafka_bootstrap: str, kafka_admin: Any,
                 acked = time.monotonic()
                 await new_row.wait_for(timeout=2_000)
                 print(f"new alert on the page {time.monotonic() - acked:.2f}s after its ack")
-                assert await page.locator("tr.alert").count() == SAMPLE_ALERTS + 1
+                assert await page.locator("tr.alert").first.get_attribute(
+                    "data-alert-id") == "browser-test-alert-0001"  # newest first
+                assert await page.locator("tr.alert").count() == min(n_alerts + 1,
+                                                                      ALERTS_SENT)
 
                 # its labels and evidence on click
                 await new_row.click()
@@ -185,7 +207,8 @@ async def test_the_console_in_a_browser(kafka_bootstrap: str, kafka_admin: Any,
                 await page.fill("#f-seller", "")
                 await page.dispatch_event("#f-seller", "change")
                 await page.wait_for_function(
-                    f"document.querySelectorAll('tr.alert').length === {SAMPLE_ALERTS + 1}",
+                    "document.querySelectorAll('tr.alert').length === "
+                    f"{min(n_alerts + 1, ALERTS_SENT)}",
                     timeout=5_000)
                 # the chosen alert stays open across the new stream
                 await evidence.wait_for(timeout=2_000)
