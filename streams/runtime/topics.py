@@ -43,8 +43,11 @@ def topic_specs(config: StreamConfig) -> dict[str, dict[str, str]]:
     specs[config.internal_topic_name] = {"max.message.bytes": str(8 << 20)}
     specs[config.changelog_topic] = {"cleanup.policy": "compact"}
     if config.response:
-        specs[config.response_topic_name] = {}
-        specs[config.response_changelog_topic] = {"cleanup.policy": "compact"}
+        # a group's state holds the facts of its open alerts: an incident of thousands of
+        # labels makes it larger than the broker's default 1 MB record
+        specs[config.response_topic_name] = {"max.message.bytes": str(8 << 20)}
+        specs[config.response_changelog_topic] = {"cleanup.policy": "compact",
+                                                  "max.message.bytes": str(8 << 20)}
     return specs
 
 
