@@ -57,6 +57,7 @@ def _config(bootstrap: str, **kw: object) -> StreamConfig:
     return StreamConfig(app_id=run, bootstrap=bootstrap, partitions=3,
                         labels_topic=f"{run}.labels", scans_topic=f"{run}.scans",
                         alerts_topic=f"{run}.alerts", deadletter_topic=f"{run}.deadletter",
+                        incidents_topic=f"{run}.incidents", actions_topic=f"{run}.actions",
                         state_dir=Path("/nonexistent"), **kw)  # type: ignore[arg-type]
 
 
