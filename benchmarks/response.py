@@ -1,15 +1,12 @@
 """CPU of the response core's batched step on one group, in process (dict store, no Kafka).
 
     python benchmarks/response.py [--alerts 3000] [--hours 30] [--batches 50,500] [--repeat 3]
-                                  [--history 0]
 
 One carrier and channel gets --alerts qualifying alerts (previously_used, critical, 40 sellers)
 spread evenly over --hours hours in label-time order, so that they form one long incident,
 and a watermark at the last one's time. They go through `step_many` in batches of each size
 (a watermark closing every batch, as the stream stage sends them) over a dict of state bytes,
-as the stage's table keeps them. --history N first files N older alerts of the group (100 an
-hour, ending a day before the others: a past incident), untimed, as a long-lived group has.
-Printed per batch size: CPU ms per alert (this process's
+as the stage's table keeps them. Printed per batch size: CPU ms per alert (this process's
 time.process_time, best of --repeat), the largest state value at the end and its key.
 """
 
@@ -52,21 +49,18 @@ def alert(n: int, t: int) -> dict[str, Any]:
     }
 
 
-def apply(states: dict[str, bytes], batch: list[Any], settings: Settings) -> None:
-    for key, value in step_many(states.get, batch, settings).states.items():
-        if value is None:
-            states.pop(key, None)
-        else:
-            states[key] = value
-
-
-def run(alerts: list[dict[str, Any]], times: list[int], size: int, settings: Settings,
-        history: dict[str, bytes]) -> tuple[float, dict[str, bytes]]:
-    states = dict(history)
+def run(alerts: list[dict[str, Any]], times: list[int], size: int,
+        settings: Settings) -> tuple[float, dict[str, bytes]]:
+    states: dict[str, bytes] = {}
     started = time.process_time()
     for lo in range(0, len(alerts), size):
         last = times[min(lo + size, len(alerts)) - 1]
-        apply(states, [*alerts[lo:lo + size], Watermark(last)], settings)
+        batch: list[Any] = [*alerts[lo:lo + size], Watermark(last)]
+        for key, value in step_many(states.get, batch, settings).states.items():
+            if value is None:
+                states.pop(key, None)
+            else:
+                states[key] = value
     return time.process_time() - started, states
 
 
@@ -76,22 +70,15 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=30)
     parser.add_argument("--batches", default="50,500")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--history", type=int, default=0)
     args = parser.parse_args()
     settings = Settings()
     span = int(args.hours * 3600)
     times = [START + span * n // args.alerts for n in range(args.alerts)]
     alerts = [alert(n, t) for n, t in enumerate(times)]
-    history: dict[str, bytes] = {}
-    before = START - 86_400 - 36 * args.history
-    for lo in range(0, args.history, 500):
-        apply(history, [alert(-1 - n, before + 36 * n)
-                        for n in range(lo, min(lo + 500, args.history))], settings)
-    print(f"{args.alerts} qualifying alerts of usps/buy_shipping over {args.hours:g} h"
-          f" after {args.history} older ones")
+    print(f"{args.alerts} qualifying alerts of usps/buy_shipping over {args.hours:g} h")
     for size in (int(s) for s in args.batches.split(",")):
-        best = min(run(alerts, times, size, settings, history)[0] for _ in range(args.repeat))
-        _, states = run(alerts, times, size, settings, history)
+        best = min(run(alerts, times, size, settings)[0] for _ in range(args.repeat))
+        _, states = run(alerts, times, size, settings)
         key = max(states, key=lambda k: len(states[k]))
         print(f"batches of {size:4d}: {1000 * best / args.alerts:.3f} ms CPU per alert; "
               f"largest state {len(states[key]):,} bytes ({key.split('|')[0]}|...)")
