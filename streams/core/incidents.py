@@ -120,25 +120,15 @@ def incident_records(facts: Iterable[Fact], watermark: int, settings: Settings,
     """The incidents of one group's open alerts at `watermark`, oldest first, as records
     without detected_at (revision 0: the publisher numbers them)."""
     width = settings.incident_window_s
+    quiet = settings.incident_quiet_s
     by_window: dict[int, list[Fact]] = {}
     for fact in facts:
         if qualifies(fact):
             by_window.setdefault(fact.t // width, []).append(fact)
-    counts = {w: (len(members), len({f.seller_id for f in members}))
-              for w, members in by_window.items()}
-    return [incident_record(by_window, first, last, watermark, settings)
-            for first, last in incident_runs(counts, settings)]
-
-
-def incident_runs(counts: dict[int, tuple[int, int]], settings: Settings,
-                  ) -> list[tuple[int, int]]:
-    """The incidents' (first, last) windows, oldest first, from each window's count of
-    qualifying alerts and of their distinct sellers: all an incident's bounds depend on."""
-    width = settings.incident_window_s
-    quiet = settings.incident_quiet_s
     qualifying = sorted(
-        w for w, (alerts, sellers) in counts.items()
-        if alerts >= settings.incident_min_alerts and sellers >= settings.incident_min_sellers
+        w for w, members in by_window.items()
+        if len(members) >= settings.incident_min_alerts
+        and len({f.seller_id for f in members}) >= settings.incident_min_sellers
     )
     runs: list[list[int]] = []
     for w in qualifying:
@@ -146,13 +136,15 @@ def incident_runs(counts: dict[int, tuple[int, int]], settings: Settings,
             runs[-1].append(w)
         else:
             runs.append([w])
-    return [(run[0], run[-1]) for run in runs]
+    records = []
+    for run in runs:
+        first, last = run[0], run[-1]
+        records.append(_record(by_window, first, last, watermark, settings))
+    return records
 
 
-def incident_record(by_window: dict[int, list[Fact]], first: int, last: int, watermark: int,
-                    settings: Settings) -> dict[str, Any]:
-    """The incident of windows first..last (a run of `incident_runs`) from the qualifying
-    facts of those windows (`by_window`; other windows are not looked at)."""
+def _record(by_window: dict[int, list[Fact]], first: int, last: int, watermark: int,
+            settings: Settings) -> dict[str, Any]:
     width = settings.incident_window_s
     members = [f for w in range(first, last + 1) for f in by_window.get(w, ())]
     started, ended = first * width, (last + 1) * width

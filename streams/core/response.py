@@ -13,16 +13,7 @@ State, kept per key as bytes (a Faust table with a changelog in the stream stage
 
 * ``"a|<alert_id>"`` (AlertIndex): the highest revision seen of the alert and the keys its
   facts were filed under, so a later revision can take them out again;
-* ``"g|<carrier>|<channel>"`` (GroupState): per window (`t // incident_window_s`) of the
-  group with qualifying alerts, their count and their sellers' count: all an incident's
-  bounds depend on, a few bytes a window (~10), so the group's key stays small however many
-  alerts it has (a year of hourly windows: ~90 KB);
-* ``"f|<carrier>|<channel>|<window>"`` (FactState): the facts of the group's qualifying
-  alerts in that window. A refresh reads only the windows of the incidents whose windows
-  changed (an unchanged incident's record is its last one, its status set by the
-  watermark); windows outside every incident are never read. One fact is ~190-240 bytes, so
-  a key holds ~4,000 alerts of one carrier and channel in one hour per MB: ~35,000 an hour
-  fit under the changelog's 8 MB record cap (at 1-hour windows);
+* ``"g|<carrier>|<channel>"`` (GroupState): the group's qualifying alerts (their facts);
 * ``"i|<carrier>|<channel>"`` (IncidentState): the group's incidents published (last record
   per incident_id) and their current spans, apart from the facts so that an order reads
   only these few bytes to link its incident;
@@ -49,22 +40,10 @@ import orjson
 
 from streams.core import revisions
 from streams.core.actions import action_records
-from streams.core.incidents import (
-    HOLD,
-    Fact,
-    Span,
-    epoch,
-    fact_of,
-    incident_record,
-    incident_records,
-    incident_runs,
-    link,
-    qualifies,
-    rfc3339,
-)
+from streams.core.incidents import Fact, Span, epoch, fact_of, incident_records, link, qualifies
 from streams.core.settings import Settings
 
-__all__ = ["AlertIndex", "FactState", "GroupState", "IncidentState", "LinkState", "OrderState",
+__all__ = ["AlertIndex", "GroupState", "IncidentState", "LinkState", "OrderState",
            "StepResult", "Watermark", "WatermarkState", "derive", "group_key", "order_key",
            "step", "step_many"]
 
@@ -81,7 +60,7 @@ class Watermark(msgspec.Struct, frozen=True):
 
 class AlertIndex(msgspec.Struct, array_like=True, gc=False):
     revision: int
-    fact: str | None = None  # the fact key its facts sit under (qualifying alerts)
+    group: str | None = None  # the group key its facts sit under (qualifying alerts)
     order: str | None = None  # the order key (alerts asking for actions)
     link: str | None = None  # the link key (the same alerts)
 
@@ -95,12 +74,7 @@ class Published(msgspec.Struct, array_like=True, gc=False):
 
 
 class GroupState(msgspec.Struct, array_like=True, gc=False):
-    # window -> (qualifying alerts, their distinct sellers), windows with any
-    windows: dict[int, tuple[int, int]] = {}
-
-
-class FactState(msgspec.Struct, array_like=True, gc=False):
-    facts: dict[str, Fact] = {}  # alert_id -> facts of a qualifying alert of the window
+    facts: dict[str, Fact] = {}  # alert_id -> facts of a qualifying alert of the group
 
 
 class IncidentState(msgspec.Struct, array_like=True, gc=False):
@@ -130,7 +104,7 @@ class StepResult(msgspec.Struct):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoders = {kind: msgspec.msgpack.Decoder(kind)
-             for kind in (AlertIndex, FactState, GroupState, IncidentState, LinkState, OrderState,
+             for kind in (AlertIndex, GroupState, IncidentState, LinkState, OrderState,
                           WatermarkState)}
 
 
@@ -145,17 +119,6 @@ def order_key(order_id: str) -> str:
 def incident_key(group: str) -> str:
     """The incidents' key of a group key."""
     return f"i|{group[2:]}"
-
-
-def fact_key(group: str, window: int) -> str:
-    """The fact key of a group key's window (`t // incident_window_s`)."""
-    return f"f|{group[2:]}|{window}"
-
-
-def split_fact_key(key: str) -> tuple[str, int]:
-    """(group key, window) of a fact key."""
-    rest, _, window = key[2:].rpartition("|")
-    return f"g|{rest}", int(window)
 
 
 def link_key(group: str, window: int) -> str:
@@ -191,9 +154,6 @@ class _Context:
     def group(self, key: str) -> GroupState:
         return self.load(key, GroupState)
 
-    def facts(self, key: str) -> FactState:
-        return self.load(key, FactState)
-
     def incidents(self, group: str) -> IncidentState:
         return self.load(incident_key(group), IncidentState)
 
@@ -218,8 +178,7 @@ class _Context:
         for key in sorted(self.dirty):
             value = self.cache[key]
             if ((isinstance(value, OrderState) and not value.facts and not value.published)
-                    or (isinstance(value, GroupState) and not value.windows)
-                    or (isinstance(value, FactState) and not value.facts)
+                    or (isinstance(value, GroupState) and not value.facts)
                     or (isinstance(value, IncidentState) and not value.published)
                     or (isinstance(value, LinkState) and not value.orders)):
                 out[key] = None  # nothing left to keep
@@ -250,7 +209,6 @@ def step_many(get: Callable[[str], bytes | None],
     actions: list[dict[str, Any]] = []
     groups: set[str] = set()  # groups whose incidents may change
     orders: set[str] = set()  # orders whose actions may change
-    changed: set[str] = set()  # fact keys whose facts changed
     for item in items:
         if isinstance(item, Watermark):
             mark = ctx.watermark()
@@ -259,23 +217,12 @@ def step_many(get: Callable[[str], bytes | None],
                 ctx.touch(WATERMARK_KEY)
                 groups.update(mark.open_groups)  # only an open incident can resolve
         else:
-            _file(ctx, item, settings, groups, orders, changed)
+            _file(ctx, item, settings, groups, orders)
 
     width = settings.incident_window_s
-    windows_of: dict[str, set[int]] = {}  # group -> its windows whose facts changed
-    for fkey in sorted(changed):
-        key, window = split_fact_key(fkey)
-        windows_of.setdefault(key, set()).add(window)
-        facts = ctx.facts(fkey).facts
-        summary = ctx.group(key).windows
-        if facts:
-            summary[window] = (len(facts), len({f.seller_id for f in facts.values()}))
-        else:
-            summary.pop(window, None)
-        ctx.touch(key)
     for key in sorted(groups):
         before = list(ctx.incidents(key).spans)  # spans change only here
-        _refresh_group(ctx, key, settings, incidents, windows_of.get(key, set()))
+        _refresh_group(ctx, key, settings, incidents)
         after = ctx.incidents(key).spans
         if before == after:
             continue
@@ -291,7 +238,7 @@ def step_many(get: Callable[[str], bytes | None],
 
 
 def _file(ctx: _Context, item: dict[str, Any], settings: Settings, groups: set[str],
-          orders: set[str], changed: set[str]) -> None:
+          orders: set[str]) -> None:
     """File an alert revision's facts in place of the previous revision's (an older or
     repeated revision changes nothing); note the groups and orders to refresh."""
     alert_id = item["alert_id"]
@@ -300,11 +247,10 @@ def _file(ctx: _Context, item: dict[str, Any], settings: Settings, groups: set[s
     if seen is not None and seen.revision >= revision:
         return
     if seen is not None:  # take the previous revision's facts out
-        if seen.fact is not None:
-            ctx.facts(seen.fact).facts.pop(alert_id, None)
-            ctx.touch(seen.fact)
-            changed.add(seen.fact)
-            groups.add(split_fact_key(seen.fact)[0])
+        if seen.group is not None:
+            ctx.group(seen.group).facts.pop(alert_id, None)
+            ctx.touch(seen.group)
+            groups.add(seen.group)
         if seen.order is not None:
             ctx.order(seen.order).facts.pop(alert_id, None)
             ctx.touch(seen.order)
@@ -317,11 +263,10 @@ def _file(ctx: _Context, item: dict[str, Any], settings: Settings, groups: set[s
     if fact is not None:  # and file this one's
         group = group_key(fact.carrier, fact.channel)
         if qualifies(fact):
-            index.fact = fact_key(group, fact.t // settings.incident_window_s)
-            ctx.facts(index.fact).facts[alert_id] = fact
-            ctx.touch(index.fact)
-            changed.add(index.fact)
+            ctx.group(group).facts[alert_id] = fact
+            ctx.touch(group)
             groups.add(group)
+            index.group = group
         if fact.asks:
             index.order = order_key(fact.order_id)
             ctx.order(index.order).facts[alert_id] = fact
@@ -334,25 +279,11 @@ def _file(ctx: _Context, item: dict[str, Any], settings: Settings, groups: set[s
 
 
 def _refresh_group(ctx: _Context, key: str, settings: Settings,
-                   out: list[dict[str, Any]], changed: set[int]) -> None:
-    """Bring the group's published incidents in line with its facts and the watermark.
-    `changed`: the group's windows whose facts changed since its last refresh. An incident
-    whose span is unchanged and holds none of them has the facts of its last record: that
-    record is reused (status by the watermark), so only changed incidents read their facts."""
+                   out: list[dict[str, Any]]) -> None:
+    """Bring the group's published incidents in line with its facts and the watermark."""
     mark = ctx.watermark()
-    width = settings.incident_window_s
+    records = incident_records(ctx.group(key).facts.values(), mark.ts, settings)
     state = ctx.incidents(key)
-    summary = ctx.group(key).windows
-    last_of = {(started, ended): ident for started, ended, ident in state.spans}
-    records = []
-    for first, last in incident_runs(summary, settings):
-        ident = last_of.get((first * width, (last + 1) * width))
-        if ident is not None and not any(first <= w <= last for w in changed):
-            records.append(_restatus(state.published[ident].body, mark.ts, settings))
-            continue
-        by_window = {w: list(ctx.facts(fact_key(key, w)).facts.values())
-                     for w in range(first, last + 1) if w in summary}
-        records.append(incident_record(by_window, first, last, mark.ts, settings))
     published = len(out)
     current = {r["incident_id"] for r in records}
     for record in records:
@@ -373,22 +304,6 @@ def _refresh_group(ctx: _Context, key: str, settings: Settings,
         groups.symmetric_difference_update({key})
         mark.open_groups = sorted(groups)
         ctx.touch(WATERMARK_KEY)
-
-
-def _restatus(body: bytes, watermark: int, settings: Settings) -> dict[str, Any]:
-    """A published incident's record (its body) with the status the watermark gives it:
-    what `incident_record` gives for the same facts, fields in the same order."""
-    record: dict[str, Any] = {}
-    for name, value in orjson.loads(body).items():
-        record[name] = value
-        if name == "status":
-            record["revision"] = 0
-    resolves = epoch(record["ended_at"]) + settings.incident_quiet_s
-    is_open = watermark < resolves
-    record.update(status="open" if is_open else "resolved",
-                  resolved_at=None if is_open else rfc3339(resolves),
-                  actions=[HOLD] if is_open else [])
-    return record
 
 
 def span_of(record: dict[str, Any]) -> Span:

@@ -372,13 +372,11 @@ def test_step_returns_state_bytes_and_deletes_what_is_empty() -> None:
     result = store.feed(a)
     # no incident: nothing written under i|
     assert set(result.states) == {f"a|{a['alert_id']}", "g|usps|buy_shipping", "o|o-1",
-                                  f"l|usps|buy_shipping|{window}",
-                                  f"f|usps|buy_shipping|{window}"}
+                                  f"l|usps|buy_shipping|{window}"}
     assert all(isinstance(v, bytes) for v in result.states.values())
-    # retracted: the group, fact and link keys have nothing left; the order keeps what it published
+    # retracted: the group and link keys have nothing left; the order keeps what it published
     result = store.feed(retracted(a))
     assert result.states["g|usps|buy_shipping"] is None
-    assert result.states[f"f|usps|buy_shipping|{window}"] is None
     assert result.states[f"l|usps|buy_shipping|{window}"] is None
     assert isinstance(result.states["o|o-1"], bytes)
     assert set(store.states) == {f"a|{a['alert_id']}", "o|o-1"}
