@@ -94,6 +94,20 @@ class BatchHistogram:
         yield HistogramMetricFamily(self.name, self.documentation)
 
 
+
+def set_partition_lags(gauge: Any, known: set[tuple[str, str]],
+                       lags: Iterable[tuple[str, int, int]]) -> set[tuple[str, str]]:
+    """Set a (topic, partition) lag gauge to `lags`, remove the partitions in `known` that
+    are no longer listed (moved to another consumer); returns the partitions now shown."""
+    seen = set()
+    for topic, partition, lag in lags:
+        key = (topic, str(partition))
+        seen.add(key)
+        gauge.labels(*key).set(lag)
+    for key in known - seen:
+        gauge.remove(*key)
+    return seen
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
@@ -159,14 +173,7 @@ class Metrics:
 
     def set_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
         """(topic, partition, lag) of this worker's partitions now; others are removed."""
-        seen = set()
-        for topic, partition, lag in lags:
-            key = (topic, str(partition))
-            seen.add(key)
-            self.lag.labels(*key).set(lag)
-        for key in self._lag_labels - seen:
-            self.lag.remove(*key)
-        self._lag_labels = seen
+        self._lag_labels = set_partition_lags(self.lag, self._lag_labels, lags)
 
     def set_incidents_open(self, counts: dict[tuple[str, str], int]) -> None:
         """Open incidents per (carrier, channel); a group seen before and now closed shows 0."""

@@ -53,6 +53,7 @@ from streams.runtime.kafka_io import (
     make_producer,
     start_client,
 )
+from streams.runtime.metrics import set_partition_lags
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +117,7 @@ class NotifyMetrics:
         self._lag_labels: set[tuple[str, str]] = set()
 
     def set_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
-        seen = set()
-        for topic, partition, lag in lags:
-            key = (topic, str(partition))
-            seen.add(key)
-            self.lag.labels(*key).set(lag)
-        for key in self._lag_labels - seen:
-            self.lag.remove(*key)
-        self._lag_labels = seen
+        self._lag_labels = set_partition_lags(self.lag, self._lag_labels, lags)
 
 
 class PartitionProgress:
