@@ -6,7 +6,9 @@ record (`streams.core.events.decode`), groups the events by the internal partiti
 tracking key and writes each group as one frame (`streams.runtime.internal_topic`). Records that do
 not decode are dead-lettered. Input offsets are committed only after every frame and dead
 letter made from them is acknowledged by the broker: a crash repeats a batch (the stateful
-stage drops repeated event ids), it never skips one.
+stage drops repeated event ids), it never skips one. One batch is in flight while ingest
+reads and decodes the next: its acknowledgements and commit overlap that work, and the next
+batch is sent only once it is committed (`_settle`).
 
 A dead letter that cannot be produced (or any produce error that is not a passing broker
 outage) stops the worker before the batch is committed: the record is never skipped.
@@ -169,7 +171,8 @@ class Ingest:
         self.consumer_kwargs = consumer_kwargs or {}
         self.consumer: Any = None
         self._stopping = False
-        self._busy = asyncio.Lock()  # held while a batch is between getmany and commit
+        self._busy = asyncio.Lock()  # held while a batch is between getmany and send
+        self._in_flight: asyncio.Future[None] | None = None  # the sent batch: acks, commit
         self.records = 0
         self.dead_letters = 0
         # bounded (replay): every input partition's [start, end) seen when ingest began;
@@ -180,6 +183,8 @@ class Ingest:
         self._last_read = float("-inf")  # monotonic: ingest last read a record
         self._progress_sent = float("-inf")  # monotonic: the last progress record
         self._progress_complete = False  # it said every assigned partition was read through
+        self._progress_done = False  # ... and through the last batch's arrival + the hold
+        self._arrived_max = 0  # the latest arrival of a batch sent (epoch ms)
         self._progress_last: dict[Any, int] = {}  # what they said
 
     def new_consumer(self) -> Any:
@@ -212,6 +217,11 @@ class Ingest:
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 # let the batch in hand finish and commit while the partitions are ours
                 async with ingest._busy:
+                    try:
+                        await ingest._settle()
+                    except BaseException as exc:  # aiokafka would only log it
+                        ingest.on_fatal(exc)
+                        raise
                     ingest.arrivals.forget(revoked)
                     for tp in revoked:
                         ingest.read_through.pop(tp, None)
@@ -238,8 +248,9 @@ class Ingest:
                 records = await consumer.getmany(timeout_ms=50 if active else 200,
                                                  max_records=c.max_poll_records)
                 if not records:
-                    if active:
-                        async with self._busy:
+                    async with self._busy:
+                        await self._settle()
+                        if active:
                             await self._send_progress()
                     continue
                 async with self._busy:
@@ -314,14 +325,30 @@ class Ingest:
         read_ms = int(time.time() * 1000)
         batch = build_batch(records, c.partitions, c.settings.max_message_bytes, read_ms)
         batch.arrived_by = self._arrived_by(records, read_ms)
+        self._arrived_max = max(self._arrived_max, batch.arrived_by)
         self._last_read = time.monotonic()
+        self._progress_done = False
         if self.metrics is not None:
             self.metrics.observe_event_ages(read_ms / 1000, (
                 event.event_ts for entries in batch.frames.values() for _, event in entries))
         batch.offsets.update(ended)
         for tp in ended:
             self.consumer.pause(tp)
-        await self._produce(batch, self._progress() if self._progress_active() else None)
+        await self._settle()  # the batch before: acknowledged and committed
+        progress = self._progress() if self._progress_active() else None
+        futures = await self._send(batch, progress)
+        self._in_flight = asyncio.ensure_future(self._finish(batch, progress, futures))
+
+    async def _settle(self) -> None:
+        """Until the batch in flight is acknowledged and committed (its error raised here)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            await in_flight
+
+    async def _finish(self, batch: Batch, progress: bytes | None,
+                      futures: list[asyncio.Future[Any]]) -> None:
+        """A sent batch: once all of it is acknowledged, commit its input offsets."""
+        await self._deliver(batch, progress, futures)
         try:
             await self.consumer.commit(batch.offsets)
         except Exception as exc:  # a rebalance took the partitions: the new owner repeats
@@ -354,9 +381,13 @@ class Ingest:
         return latest or now_ms
 
     def _progress_active(self) -> bool:
-        """Progress records help only while the stage may hold alerts of what was read."""
+        """Progress records help only while the stage may hold alerts of what was read: not
+        once one said every partition is read through the last batch's arrival + the hold
+        (the end of a backlog: the replay's end is not kept waiting), and not for long after
+        the last read (live: the hold's timer ends it then anyway)."""
         hold = self.config.alert_hold
-        return hold > 0 and time.monotonic() - self._last_read < hold + 1.0
+        return (hold > 0 and not self._progress_done
+                and time.monotonic() - self._last_read < hold + 1.0)
 
     def _caught_up(self) -> bool:
         """Update `read_through` for the assigned partitions read to their high watermark;
@@ -396,6 +427,8 @@ class Ingest:
         self._progress_last = through
         self._progress_sent = now
         self._progress_complete = complete
+        self._progress_done = complete and min(through.values()) >= (
+            self._arrived_max + self.config.alert_hold * 1000)
         return internal_topic.encode_progress(counts, through)
 
     async def _send_progress(self) -> None:
@@ -405,30 +438,39 @@ class Ingest:
             await self._produce(Batch(), progress)
 
     async def _produce(self, batch: Batch, progress: bytes | None = None) -> None:
-        """Produce the batch's frames and dead letters, then `progress` (to every internal
-        partition, after the frames: one producer keeps a partition's order); return when
-        all are acknowledged. A passing broker outage (a timeout) is retried with the whole
-        batch: the stage drops the repeated events. Anything else propagates and stops the
-        worker."""
-        from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+        """Send a batch and return when all of it is acknowledged."""
+        await self._deliver(batch, progress, await self._send(batch, progress))
 
+    async def _send(self, batch: Batch, progress: bytes | None) -> list[asyncio.Future[Any]]:
+        """Send the batch's frames and dead letters, then `progress` (to every internal
+        partition, after the frames: one producer keeps a partition's order); their
+        deliveries."""
         c = self.config
         topic = c.internal_topic_name
+        futures = []
+        send = self.producer.send
+        for partition, entries in batch.frames.items():
+            for chunk in internal_topic.split(entries, c.frame_max_events):
+                futures.append(await send(topic, internal_topic.encode_frame(
+                    chunk, batch.arrived_by), partition=partition))
+        if progress is not None:
+            for partition in range(c.partitions):
+                futures.append(await send(topic, progress, partition=partition))
+        for key, record in batch.dead_letters:
+            log.info("dead letter %s/%d@%d: %s", record["source_topic"],
+                     record["partition"], record["offset"], record["error"]["code"])
+            futures.append(await send(c.deadletter_topic, dumps(record), key=key))
+        return futures
+
+    async def _deliver(self, batch: Batch, progress: bytes | None,
+                       futures: list[asyncio.Future[Any]]) -> None:
+        """Until the sends are acknowledged. A passing broker outage (a timeout) is retried
+        with the whole batch: the stage drops the repeated events. Anything else propagates
+        and stops the worker."""
+        from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
         attempt = 0
         while True:
-            futures = []
-            send = self.producer.send
-            for partition, entries in batch.frames.items():
-                for chunk in internal_topic.split(entries, c.frame_max_events):
-                    futures.append(await send(topic, internal_topic.encode_frame(
-                        chunk, batch.arrived_by), partition=partition))
-            if progress is not None:
-                for partition in range(c.partitions):
-                    futures.append(await send(topic, progress, partition=partition))
-            for key, record in batch.dead_letters:
-                log.info("dead letter %s/%d@%d: %s", record["source_topic"],
-                         record["partition"], record["offset"], record["error"]["code"])
-                futures.append(await send(c.deadletter_topic, dumps(record), key=key))
             try:
                 await asyncio.gather(*futures)
                 return
@@ -437,9 +479,10 @@ class Ingest:
                 log.warning("ingest: produce failed (%s), retrying the batch (attempt %d)",
                             type(exc).__name__, attempt)
                 await asyncio.sleep(min(5.0, 0.5 * attempt))
+                futures = await self._send(batch, progress)
 
     async def stop(self) -> None:
         """Finish the batch in hand (it is committed), then leave the group."""
         self._stopping = True
         async with self._busy:
-            pass
+            await self._settle()
