@@ -48,6 +48,10 @@ the broker's much more (see (b)).
                   it - 1 (target: at most +10%). The backlog is timed as in (b), to the
                   response stage's last record made durable when it runs.
 
+  (h) two workers  the (b) backlog through one worker and through two of one app id, side by
+                  side on this machine (--two-worker-passes, default 2, alternating): events/s,
+                  CPU per event (their sum) and cores busy (their sum), medians.
+
   (g) --nodes N   (b) and (c) again on a local N-node cluster (every topic 3 replicas and
                   min.insync.replicas 2, the worker's default there), the worker's figures
                   beside the one-broker ones of the same run.
@@ -332,9 +336,11 @@ class Lag:
 
 
 class Run:
-    """One worker subprocess with its own app id and topics."""
+    """One app id with its own topics, and its worker subprocesses (`workers`, default one;
+    several share the partitions as a group), each with its own state dir and web port."""
 
-    def __init__(self, bootstrap: str, tmp: Path, extra: list[str] | None = None) -> None:
+    def __init__(self, bootstrap: str, tmp: Path, extra: list[str] | None = None,
+                 workers: int = 1) -> None:
         run = f"bench-{uuid.uuid4().hex[:8]}"
         self.bootstrap = bootstrap
         self.app_id = run
@@ -343,26 +349,40 @@ class Run:
         self.response = "--no-response" not in (extra or [])
         self.state_dir = tmp / run
         self.log = tmp / f"{run}.log"
-        self.web_port = free_port()  # its /metrics: how far it is, at no cost to the broker
-        self.worker = WorkerProcess(
-            [
-                "--bootstrap", bootstrap, "--app-id", run, "--state-dir", str(self.state_dir),
-                "--partitions", str(PARTITIONS),
-                "--labels-topic", self.topics["labels"], "--scans-topic", self.topics["scans"],
-                "--alerts-topic", self.topics["alerts"],
-                "--deadletter-topic", self.topics["deadletter"],
-                "--incidents-topic", self.topics["incidents"],
-                "--actions-topic", self.topics["actions"],
-                "--loglevel", "info",
-                "--web-port", str(self.web_port), "--web-host", "127.0.0.1",
-                *(extra or []),
-            ],
-            log=self.log,
-        )
+        self.state_dirs = [self.state_dir] + [tmp / f"{run}-{i}" for i in range(1, workers)]
+        self.logs = [self.log] + [tmp / f"{run}-{i}.log" for i in range(1, workers)]
+        # each one's /metrics: how far it is, at no cost to the broker
+        self.web_ports = [free_port() for _ in range(workers)]
+        self.web_port = self.web_ports[0]
+        self.workers = [
+            WorkerProcess(
+                [
+                    "--bootstrap", bootstrap, "--app-id", run, "--state-dir", str(state_dir),
+                    "--partitions", str(PARTITIONS),
+                    "--labels-topic", self.topics["labels"],
+                    "--scans-topic", self.topics["scans"],
+                    "--alerts-topic", self.topics["alerts"],
+                    "--deadletter-topic", self.topics["deadletter"],
+                    "--incidents-topic", self.topics["incidents"],
+                    "--actions-topic", self.topics["actions"],
+                    "--loglevel", "info",
+                    "--web-port", str(port), "--web-host", "127.0.0.1",
+                    *(extra or []),
+                ],
+                log=log,
+            )
+            for state_dir, log, port in zip(self.state_dirs, self.logs, self.web_ports,
+                                            strict=True)
+        ]
+        self.worker = self.workers[0]
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}/metrics"
+        return self.metrics_urls[0]
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}/metrics" for port in self.web_ports]
 
     @property
     def internal(self) -> str:
@@ -407,9 +427,10 @@ class Run:
                 await asyncio.sleep(0.1)
 
     def stop(self) -> None:
-        rc = self.worker.stop()
-        if rc != 0:
-            print(f"worker exit code {rc}; log {self.log}", file=sys.stderr)
+        for worker, log in zip(self.workers, self.logs, strict=True):
+            rc = worker.stop()
+            if rc != 0:
+                print(f"worker exit code {rc}; log {log}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- (b) backlog
@@ -545,30 +566,32 @@ def poll_interval(started: float | None, start_left: int, left: int) -> float:
 
 
 async def worker_progress(http: Any, run: Run) -> tuple[int, int, int, int, int] | None:
-    """From the worker's /metrics: (input records its ingest has committed, the events among
-    them (not dead letters), events its stage has applied and made durable, records sent to
-    the response stage, records it has applied and made durable), None while it does not
-    serve yet."""
-    try:
-        async with http.get(run.metrics_url) as response:
-            if response.status != 200:
-                return None
-            text = await response.text()
-    except OSError:  # aiohttp's connection errors are OSErrors: not listening yet
-        return None
+    """From the workers' /metrics, summed: (input records their ingest has committed, the
+    events among them (not dead letters), events their stages have applied and made durable,
+    records sent to the response stage, records it has applied and made durable), None while
+    one does not serve yet."""
+    texts = []
+    for url in run.metrics_urls:
+        try:
+            async with http.get(url) as response:
+                if response.status != 200:
+                    return None
+                texts.append(await response.text())
+        except OSError:  # aiohttp's connection errors are OSErrors: not listening yet
+            return None
     committed = events = applied = sent = responded = 0
-    for family in text_string_to_metric_families(text):
+    for family in (f for text in texts for f in text_string_to_metric_families(text)):
         for sample in family.samples:
             if sample.name == "tracking_validator_events_total":
                 committed += int(sample.value)
                 events += int(sample.value) if sample.labels["outcome"] == "event" else 0
             elif sample.name == "tracking_validator_stage_events_total":
-                applied = int(sample.value)
+                applied += int(sample.value)
             elif sample.name == "tracking_validator_response_records_total":
                 if sample.labels["step"] == "sent":
-                    sent = int(sample.value)
+                    sent += int(sample.value)
                 else:
-                    responded = int(sample.value)
+                    responded += int(sample.value)
     return committed, events, applied, sent, responded
 
 
@@ -576,10 +599,11 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
     """The worker reads the preloaded backlog: from ingest's first commit to the stage
     making the last event durable (its state in the changelog and RocksDB, its alerts
     acknowledged; Faust records the offset at its next commit, up to `commit_interval`
-    later, and a crash before that repeats the frame to no effect). The window ends with a
-    fixed cost that a longer backlog spreads thinner: the alert hold (`alert_hold`, 2 s: a
-    frame becomes durable once its held alerts are out, so the last one ~2 s after it was
-    applied).
+    later, and a crash before that repeats the frame to no effect). A frame becomes durable
+    once its held alerts are out; the hold is measured in arrival
+    (streams.runtime.detection_stage), so at the end of a backlog it ends once ingest's
+    progress records show the inputs read through, not 2 s (`alert_hold`) after the last
+    frame. With several workers (`run.workers`) the CPU and the progress are their sums.
 
     Progress is read from the worker's own /metrics, which costs the broker nothing. (This
     polled both groups' lag through Kafka before: two OffsetFetch, their FindCoordinator and
@@ -591,8 +615,14 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
-        run.worker.start()
-        pid = run.worker.pid
+        for worker in run.workers:
+            worker.start()
+        pids = [worker.pid for worker in run.workers]
+
+        def cpu() -> float | None:
+            used = [cpu_seconds(pid) for pid in pids]
+            return None if None in used else sum(u for u in used if u is not None)
+
         deadline = time.monotonic() + 600
         window = None
         start_left = 0
@@ -603,12 +633,12 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
             if committed and window is None:
                 # the first commit: what came before is start-up (one batch's work before it
                 # is left out: a slight overstatement of the rate, understatement of CPU)
-                window = Window(lambda: cpu_seconds(pid), broker_pid)
+                window = Window(cpu, broker_pid)
                 start_left = n - applied
             # done: every event durable, and the response stage through what it was sent
             if committed >= n and applied >= events and responded >= sent:
                 break
-            if time.monotonic() > deadline or run.worker.poll() is not None:
+            if time.monotonic() > deadline or any(w.poll() is not None for w in run.workers):
                 raise TimeoutError(f"worker did not finish; log {run.log}")
             started = None if window is None else window.wall0
             await asyncio.sleep(poll_interval(started, start_left, n - applied))
@@ -685,6 +715,10 @@ def summarise_warm(passes: list[dict[str, Any]]) -> dict[str, Any]:
         print(f"    {name + ':':<34} {form.format(worker):>9} {unit} (floor "
               f"{form.format(floor)}): {summary[key]['ratio']:.2f}x the floor "
               f"({min(ratios):.2f}-{max(ratios):.2f}x)")
+    busy = [p["worker"]["cpu_us"] * p["worker"]["rate"] / 1e6 for p in passes]
+    summary["busy"] = statistics.median(busy)
+    print(f"    {'worker cores busy:':<34} {summary['busy']:>9.2f} "
+          f"({min(busy):.2f}-{max(busy):.2f})")
     designs = [(p["worker"]["broker_us"], p["design"]["broker_us"]) for p in passes
                if p.get("design") and p["design"]["broker_us"] and p["worker"]["broker_us"]]
     if designs:
@@ -694,6 +728,41 @@ def summarise_warm(passes: list[dict[str, Any]]) -> dict[str, Any]:
         print(f"    broker CPU, design floor:          {design:>9.1f} us/event; the worker's is"
               f" {statistics.median(ratios):.2f}x it "
               f"({min(ratios):.2f}-{max(ratios):.2f}x)")
+    return summary
+
+
+async def two_workers(bootstrap: str, tmp: Path, labels: int, broker_pid: int | None,
+                      passes: int) -> dict[int, dict[str, float]]:
+    """(h) The same backlog through one worker and through two of one app id on this
+    machine (they share the partitions; both start together, so the window holds their
+    rebalance), alternating, `passes` times each; the medians. CPU is the two workers' sum,
+    cores busy their sum over the window."""
+    values = core_bench.workload(labels, 11)
+    n = len(values)
+    found: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    for _ in range(passes):
+        for workers in (1, 2):
+            run = Run(bootstrap, tmp, workers=workers)
+            await create_topics(bootstrap, [run.topics["labels"], run.topics["scans"]])
+            await preload(bootstrap, run.topics["labels"], run.topics["scans"], values)
+            try:
+                found[workers].append(await run_worker_backlog(run, n, broker_pid))
+            finally:
+                run.stop()
+    print(f"(h) one worker and two on this machine: a backlog of {n:,} events, medians of "
+          f"{passes} pass(es) each, alternating")
+    summary = {}
+    for workers, runs in found.items():
+        rate = statistics.median(r["rate"] for r in runs)
+        cpu = statistics.median(r["cpu_us"] for r in runs)
+        busy = statistics.median(r["cpu_us"] * r["rate"] / 1e6 for r in runs)
+        broker = [r["broker_us"] for r in runs if r["broker_us"] is not None]
+        summary[workers] = {"rate": rate, "cpu_us": cpu, "busy": busy}
+        print(f"    {workers} worker{'s' if workers > 1 else ' '}: {rate:>9,.0f} events/s, "
+              f"CPU {cpu:5.1f} us/event (all workers), {busy:.2f} cores busy"
+              + (f", broker {statistics.median(broker):.1f} us/event" if broker else ""))
+    print(f"    two against one: {summary[2]['rate'] / summary[1]['rate']:.2f}x the events/s, "
+          f"{summary[2]['cpu_us'] / summary[1]['cpu_us']:.2f}x the CPU per event")
     return summary
 
 
@@ -958,6 +1027,9 @@ async def kafka_parts(args: argparse.Namespace, bootstrap: str,
                 warm.append(found)
             if warm:
                 results["b_warm"] = summarise_warm(warm)
+        if args.two_worker_passes > 0:
+            results["h"] = await two_workers(bootstrap, tmp, args.labels, broker_pid,
+                                             args.two_worker_passes)
         results["c"] = []
         if args.backlog_only:
             return results
@@ -1004,12 +1076,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--response-labels", type=int, default=None,
                         help="labels of the (f) simulated week (default 30000, quick 3000)")
     parser.add_argument("--response-only", action="store_true", help="only (f)")
+    parser.add_argument("--two-worker-passes", type=int, default=None,
+                        help="(h) passes of the backlog through one worker and through two "
+                        "(default 2, quick 1; 0 skips (h))")
     parser.add_argument("--nodes", type=int, default=1,
                         help="N > 1: after the one-broker figures, the same on a local N-node "
                         "cluster (streams.local.cluster), and the two side by side (g)")
     args = parser.parse_args(argv)
     if args.response_passes is None:
         args.response_passes = 1 if args.quick else 2
+    if args.two_worker_passes is None:
+        args.two_worker_passes = 1 if args.quick else 2
     args.response_labels = args.response_labels or (3000 if args.quick else 30000)
     args.labels = args.labels or (4000 if args.quick else 40000)
     args.seconds = args.seconds or (5.0 if args.quick else 20.0)
@@ -1034,7 +1111,8 @@ def main(argv: list[str] | None = None) -> int:
             "min.insync.replicas": "2"} if args.nodes >= 3 else None)
         with LocalCluster(args.nodes) as cluster:
             # (b) and (c) only: the response stage's share (f) is measured on one broker
-            on_cluster = argparse.Namespace(**{**vars(args), "response_passes": 0})
+            on_cluster = argparse.Namespace(**{**vars(args), "response_passes": 0,
+                                               "two_worker_passes": 0})
             found[args.nodes] = asyncio.run(kafka_parts(on_cluster, cluster.bootstrap_servers,
                                                         None, own_brokers=True))
         compare_nodes(found[1], found[args.nodes], args.nodes)

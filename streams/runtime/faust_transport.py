@@ -20,6 +20,14 @@
    recovery seeks are left alone. A record X that never comes (deleted by retention) is
    given up after `SEEK_GUARD_SECONDS`; the stage's watchdog covers what remains.
 
+4. No commit on the way down from a crash. The worker's fatal path (`Lifecycle.fatal`)
+   crashes the app, which marks every service crashed, the consumer thread included; Faust's
+   consumer then commits the acked offsets as it stops, through that thread, which no longer
+   runs anything: the stop waited forever (seen when a dead letter could not be produced
+   after the stage had acked records of the internal topic). A fatal error means nothing
+   after it is committed, so a crashed consumer skips that commit; what was acked is read
+   again after a restart (the stage drops what it has already applied).
+
 `Transport` is installed by `streams.runtime.lifecycle` through `App._new_transport`, which
 also sets the guarded topics (`consumer.seek_guard.topics`).
 
@@ -141,6 +149,12 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def on_stop(self) -> None:
+        # fix 4 of the module doc: a crashed worker commits nothing more
+        if self.crashed or self.app.crashed:
+            return
+        await super().on_stop()
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
         offsets = await super().seek_to_committed()

@@ -37,12 +37,13 @@ from streams.runtime import internal_topic
 log = logging.getLogger(__name__)
 
 
-# A fetch response's high watermark is read when the response arrives; a record appended
-# just before the broker answered may lie past it. Read-through times are taken this much
-# before the arrival, which also absorbs a small clock difference between the hosts of
-# several workers (the stage compares one worker's read-through times with another's
-# arrived-by times).
-PROGRESS_MARGIN_MS = 250
+# A fetch response's high watermark is taken when ingest processes the response; the broker
+# read it earlier (the response's time in transit, and a loop busy with a batch), and a
+# record appended in between may lie past it. Read-through times are taken this much before,
+# which also absorbs a small clock difference between the hosts of several workers (the
+# stage compares one worker's read-through times with another's arrival times). Live, the
+# hold's timer ends a hold before this margin could; it delays only a short backlog's end.
+PROGRESS_MARGIN_MS = 500
 # Progress records go out at most this often, and only while the stage may hold alerts:
 # until alert_hold (+1 s) after ingest last read a record.
 PROGRESS_INTERVAL = 0.2
