@@ -6,18 +6,17 @@ record (`streams.core.events.decode`), groups the events by the internal partiti
 tracking key and writes each group as one frame (`streams.runtime.internal_topic`). Records that do
 not decode are dead-lettered. Input offsets are committed only after every frame and dead
 letter made from them is acknowledged by the broker: a crash repeats a batch (the stateful
-stage drops repeated event ids), it never skips one. One batch is in flight while ingest
-reads and decodes the next: its acknowledgements and commit overlap that work, and the next
-batch is sent only once it is committed (`_settle`).
+stage drops repeated event ids), it never skips one.
 
 A dead letter that cannot be produced (or any produce error that is not a passing broker
 outage) stops the worker before the batch is committed: the record is never skipped.
 
 Arrival (what lets the stage end the alert hold of a backlog early): every frame carries a
 time by which its records had all arrived (`Arrivals`: the first fetch response whose high
-watermark was past them), and after its frames, while alerts may be held, ingest writes a
-progress record to every internal partition: the input partitions it has read to their high
-watermark, each with the time that watermark was fetched (`internal_topic.Progress`).
+watermark was past them), and after its frames, while a backlog's alerts may be held, ingest
+writes a progress record to every internal partition: the input partitions it has read to
+their high watermark, each with the time that watermark was fetched
+(`internal_topic.Progress`).
 """
 
 from __future__ import annotations
@@ -172,8 +171,7 @@ class Ingest:
         self.consumer_kwargs = consumer_kwargs or {}
         self.consumer: Any = None
         self._stopping = False
-        self._busy = asyncio.Lock()  # held while a batch is between getmany and send
-        self._in_flight: asyncio.Future[None] | None = None  # the sent batch: acks, commit
+        self._busy = asyncio.Lock()  # held while a batch is between getmany and commit
         self.records = 0
         self.dead_letters = 0
         # bounded (replay): every input partition's [start, end) seen when ingest began;
@@ -181,11 +179,14 @@ class Ingest:
         self.bounds: dict[Any, tuple[int, int]] | None = None
         self.arrivals = Arrivals()
         self.read_through: dict[Any, int] = {}  # tp -> read through (epoch ms), sent or not
-        self._last_read = float("-inf")  # monotonic: ingest last read a record
         self._progress_sent = float("-inf")  # monotonic: the last progress record
         self._progress_complete = False  # it said every assigned partition was read through
-        self._progress_done = False  # ... and through the last batch's arrival + the hold
-        self._arrived_max = 0  # the latest arrival of a batch sent (epoch ms)
+        # Progress is needed until every partition is read through this (epoch ms): the
+        # latest arrival + hold of a batch read more than the margin after it arrived (a
+        # backlog's: live, the hold's timer comes first); and the least read-through time
+        # the last complete progress record said
+        self._backlog_until = 0
+        self._through_sent = 0
         self._progress_last: dict[Any, int] = {}  # what they said
 
     def new_consumer(self) -> Any:
@@ -218,11 +219,6 @@ class Ingest:
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 # let the batch in hand finish and commit while the partitions are ours
                 async with ingest._busy:
-                    try:
-                        await ingest._settle()
-                    except BaseException as exc:  # aiokafka would only log it
-                        ingest.on_fatal(exc)
-                        raise
                     ingest.arrivals.forget(revoked)
                     for tp in revoked:
                         ingest.read_through.pop(tp, None)
@@ -249,9 +245,8 @@ class Ingest:
                 records = await consumer.getmany(timeout_ms=50 if active else 200,
                                                  max_records=c.max_poll_records)
                 if not records:
-                    async with self._busy:
-                        await self._settle()
-                        if active:
+                    if active:
+                        async with self._busy:
                             await self._send_progress()
                     continue
                 async with self._busy:
@@ -326,29 +321,23 @@ class Ingest:
         read_ms = int(time.time() * 1000)
         batch = build_batch(records, c.partitions, c.settings.max_message_bytes, read_ms)
         batch.arrived_by = self._arrived_by(records, read_ms)
-        self._arrived_max = max(self._arrived_max, batch.arrived_by)
-        self._last_read = time.monotonic()
-        self._progress_done = False
+        if read_ms - batch.arrived_by > PROGRESS_MARGIN_MS:
+            self._backlog_until = max(self._backlog_until,
+                                      batch.arrived_by + int(c.alert_hold * 1000))
         if self.metrics is not None:
             self.metrics.observe_event_ages(read_ms / 1000, (
                 event.event_ts for entries in batch.frames.values() for _, event in entries))
         batch.offsets.update(ended)
         for tp in ended:
             self.consumer.pause(tp)
-        await self._settle()  # the batch before: acknowledged and committed
         progress = self._progress() if self._progress_active() else None
         futures = await self._send(batch, progress)
-        self._in_flight = asyncio.ensure_future(self._finish(batch, progress, futures))
-
-    async def _settle(self) -> None:
-        """Until the batch in flight is acknowledged and committed (its error raised here)."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            await in_flight
+        await self._finish(batch, progress, futures)
 
     async def _finish(self, batch: Batch, progress: bytes | None,
                       futures: list[asyncio.Future[Any]]) -> None:
-        """A sent batch: once all of it is acknowledged, commit its input offsets."""
+        """A sent batch: once all of it is acknowledged, commit its input offsets (a crash
+        before that repeats the batch: the stage drops the repeated events)."""
         await self._deliver(batch, progress, futures)
         try:
             await self.consumer.commit(batch.offsets)
@@ -382,13 +371,11 @@ class Ingest:
         return latest or now_ms
 
     def _progress_active(self) -> bool:
-        """Progress records help only while the stage may hold alerts of what was read: not
-        once one said every partition is read through the last batch's arrival + the hold
-        (the end of a backlog: the replay's end is not kept waiting), and not for long after
-        the last read (live: the hold's timer ends it then anyway)."""
+        """Progress records can end a hold before its timer only for a batch read more than
+        the margin after it arrived (a backlog); they go out until one says every partition
+        is read through the latest such arrival + the hold. Live traffic sends none."""
         hold = self.config.alert_hold
-        return (hold > 0 and not self._progress_done
-                and time.monotonic() - self._last_read < hold + 1.0)
+        return hold > 0 and self._backlog_until > self._through_sent
 
     def _caught_up(self) -> bool:
         """Update `read_through` for the assigned partitions read to their high watermark;
@@ -428,8 +415,8 @@ class Ingest:
         self._progress_last = through
         self._progress_sent = now
         self._progress_complete = complete
-        self._progress_done = complete and min(through.values()) >= (
-            self._arrived_max + self.config.alert_hold * 1000)
+        if complete:
+            self._through_sent = min(through.values())
         return internal_topic.encode_progress(counts, through)
 
     async def _send_progress(self) -> None:
@@ -486,4 +473,4 @@ class Ingest:
         """Finish the batch in hand (it is committed), then leave the group."""
         self._stopping = True
         async with self._busy:
-            await self._settle()
+            pass

@@ -115,18 +115,6 @@ class Lifecycle:
                 # kafka:// with a bounded consumer fetch wait (see faust_transport)
                 return faust_transport.Transport(self.conf.broker_consumer, self)
 
-        from faust.tables import TableManager as FaustTableManager
-
-        class TableManager(FaustTableManager):  # type: ignore[misc]
-            async def on_start(self) -> None:
-                # Faust's sleeps 1 s first, for tables that agents declare as they start;
-                # every table here is declared before the app starts (build_app): the
-                # second is a second of every start and restart (Faust 0.15.3's body less
-                # the sleep)
-                if not self.should_stop:
-                    await self._update_channels()
-                    await self.recovery.start()
-
         web_host = {"web_host": config.web_host} if config.web_host else {}
         self.app = TrackingApp(
             config.app_id,
@@ -161,7 +149,6 @@ class Lifecycle:
             # standbys read the other workers' changelog partitions: a faster takeover for more
             # changelog reads (benchmarks/failover.py)
             table_standby_replicas=config.standby_replicas,
-            TableManager=TableManager,
         )
         return self.app
 
