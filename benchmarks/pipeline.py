@@ -599,10 +599,11 @@ async def run_worker_backlog(run: Run, n: int, broker_pid: int | None) -> dict[s
     """The worker reads the preloaded backlog: from ingest's first commit to the stage
     making the last event durable (its state in the changelog and RocksDB, its alerts
     acknowledged; Faust records the offset at its next commit, up to `commit_interval`
-    later, and a crash before that repeats the frame to no effect). The window ends with a
-    fixed cost that a longer backlog spreads thinner: the alert hold (`alert_hold`, 2 s: a
-    frame becomes durable once its held alerts are out, so the last one ~2 s after it was
-    applied). With several workers (`run.workers`) the CPU and the progress are their sums.
+    later, and a crash before that repeats the frame to no effect). A frame becomes durable
+    once its held alerts are out; the hold is measured in arrival
+    (streams.runtime.detection_stage), so at the end of a backlog it ends once ingest's
+    progress records show the inputs read through, not 2 s (`alert_hold`) after the last
+    frame. With several workers (`run.workers`) the CPU and the progress are their sums.
 
     Progress is read from the worker's own /metrics, which costs the broker nothing. (This
     polled both groups' lag through Kafka before: two OffsetFetch, their FindCoordinator and

@@ -17,6 +17,14 @@ Delivery is at least once (Faust's exactly-once is not relied on). Per frame:
 A crash before 1 completes repeats the frame (same alert ids); after 1, the repeated frame
 finds its event ids in the state only once 2 is done, so an alert is never lost; a state is
 never in RocksDB before it is in the changelog, so recovery always rebuilds it.
+
+The alert hold (`alert_hold`) is measured in arrival: a held alert waits until every input
+record that arrived within the hold after its frame's records has been applied. Live, that is
+the hold itself (a timer from the frame's processing bounds it in every case). In a backlog
+the records arrived long before they are read, and ingest's progress records
+(`internal_topic.Progress`) show when everything that arrived by then has come through this
+internal partition: the held alerts then go out, and the frames become durable, without
+waiting out the hold at the end of the backlog.
 """
 
 from __future__ import annotations
@@ -146,15 +154,18 @@ class Pending:
     """A frame applied but not yet durable: its alerts are in flight, its states are in the
     overlay; the writer makes it durable and then acks its Faust event."""
 
-    __slots__ = ("alerts", "due", "event", "events", "forwards", "futures", "held", "partition",
-                 "states", "watermark")
+    __slots__ = ("alerts", "arrived_by", "due", "event", "events", "forwards", "futures", "held",
+                 "partition", "states", "watermark")
 
     def __init__(self, partition: int, states: dict[bytes, bytes | None],
                  alerts: list[tuple[int, dict[str, Any]]], futures: list[asyncio.Future[Any]],
                  event: Any, events: int, held: list[tuple[int, dict[str, Any]]] | None = None,
-                 due: float = 0.0, watermark: int = 0) -> None:
-        self.held = held or []  # alerts held back until `due` (monotonic), then published
+                 due: float = 0.0, watermark: int = 0, arrived_by: int = 0) -> None:
+        # alerts held back until `due` (monotonic), or until the inputs are read through
+        # `arrived_by` (epoch ms) + the hold, then published
+        self.held = held or []
         self.due = due
+        self.arrived_by = arrived_by
         self.watermark = watermark  # the greatest event time of the frame's events
         self.forwards: list[bytes] = []  # its published alerts' JSON, for the response stage
         self.partition = partition
@@ -199,6 +210,11 @@ class Stage:
             maxsize=0 if config.alert_hold > 0 else config.stage_max_pending)
         self._writer: asyncio.Future[None] | None = None
         self.last_work: dict[int, float] = {}  # partition -> monotonic time of its last frame
+        # internal partition -> input partition -> read through (epoch ms), from progress
+        # records; and the least of them over every input partition (0: one not known)
+        self.read_through: dict[int, dict[internal_topic.InputPartition, int]] = {}
+        self.read_through_all: dict[int, int] = {}
+        self._progressed = asyncio.Event()
         self.frames = 0
         self.events = 0
         self.alerts = 0
@@ -208,7 +224,13 @@ class Stage:
             self._writer = asyncio.ensure_future(self._write_loop())
         self.last_work[partition] = time.monotonic()
         c = self.config
-        entries = internal_topic.decode_frame(value)
+        record = internal_topic.decode(value)
+        if isinstance(record, internal_topic.Progress):
+            self._progress(partition, record)
+            # acked in order with the frames around it
+            await self.queue.put(Pending(partition, {}, [], [], event, 0))
+            return
+        entries = record.entries
         overlay = self.overlay
         stored = _Partition(self.table, partition).get
 
@@ -229,11 +251,37 @@ class Stage:
                     now_alerts.append(item)
         futures: list[asyncio.Future[Any]] = []
         pending = Pending(partition, result.states, now_alerts, futures, event,
-                          result.events, held, time.monotonic() + c.alert_hold, watermark)
+                          result.events, held, time.monotonic() + c.alert_hold, watermark,
+                          record.arrived_by)
         for _, alert in now_alerts:
             await self._publish(alert, pending)
         overlay.update(result.states)
         await self.queue.put(pending)
+
+    def _progress(self, partition: int, progress: internal_topic.Progress) -> None:
+        """A progress record came through `partition`: everything that arrived on those
+        input partitions before their times has been applied here. Read-through times only
+        grow (each is a fact about the input; a former owner's may come late)."""
+        through = self.read_through.setdefault(partition, {})
+        for tp, ms in progress.read_through.items():
+            if ms > through.get(tp, 0):
+                through[tp] = ms
+        self.read_through_all[partition] = min(
+            (through.get((topic, i), 0) for topic, n in progress.partitions.items()
+             for i in range(n)), default=0)
+        self._progressed.set()
+        self._progressed = asyncio.Event()
+
+    async def _hold(self, p: Pending) -> None:
+        """Until a held frame's alerts may go out: its hold has passed, or every input
+        record that arrived within the hold after the frame's records has been applied."""
+        until = p.arrived_by + self.config.alert_hold * 1000
+        while True:
+            wait = p.due - time.monotonic()
+            if wait <= 0 or self.read_through_all.get(p.partition, 0) >= until:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._progressed.wait(), wait)
 
     async def _publish(self, alert: dict[str, Any], pending: Pending) -> None:
         """Send an alert revision; its delivery joins the frame's, its JSON the frame's
@@ -301,9 +349,7 @@ class Stage:
     async def _make_durable(self, batch: list[Pending]) -> None:
         for p in batch:  # in order: a frame is durable only once its held alerts are out
             if p.held:
-                wait = p.due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                await self._hold(p)
                 await self._release(p)
         futures = [f for p in batch for f in p.futures]
         futures += await self._forward(batch)

@@ -10,6 +10,13 @@ stage drops repeated event ids), it never skips one.
 
 A dead letter that cannot be produced (or any produce error that is not a passing broker
 outage) stops the worker before the batch is committed: the record is never skipped.
+
+Arrival (what lets the stage end the alert hold of a backlog early): every frame carries a
+time by which its records had all arrived (`Arrivals`: the first fetch response whose high
+watermark was past them), and after its frames, while a backlog's alerts may be held, ingest
+writes a progress record to every internal partition: the input partitions it has read to
+their high watermark, each with the time that watermark was fetched
+(`internal_topic.Progress`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -28,10 +36,68 @@ from streams.runtime import internal_topic
 log = logging.getLogger(__name__)
 
 
+# A fetch response's high watermark is taken when ingest processes the response; the broker
+# read it earlier (the response's time in transit, and a loop busy with a batch), and a
+# record appended in between may lie past it. Read-through times are taken this much before,
+# which also absorbs a small clock difference between the hosts of several workers (the
+# stage compares one worker's read-through times with another's arrival times). Live, the
+# hold's timer ends a hold before this margin could; it delays only a short backlog's end.
+PROGRESS_MARGIN_MS = 500
+# Progress records go out at most this often, and only while the stage may hold alerts:
+# until alert_hold (+1 s) after ingest last read a record.
+PROGRESS_INTERVAL = 0.2
+
+
+class Arrivals:
+    """When ingest first saw each input record exist: per partition, the high watermarks of
+    the fetch responses in order, each with the time it arrived. A record at offset o had
+    arrived by the first of them past o (pure: fed by `observe`)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[Any, deque[tuple[int, int]]] = {}  # tp -> (high watermark, ms)
+
+    def observe(self, tp: Any, highwater: int | None, ms: int | None) -> None:
+        if highwater is None or ms is None:
+            return
+        seen = self.seen.get(tp)
+        if seen is None:
+            self.seen[tp] = deque([(highwater, ms)])
+        elif highwater > seen[-1][0]:
+            seen.append((highwater, ms))
+
+    def arrived_by(self, tp: Any, last_offset: int, now_ms: int) -> int:
+        """When the record at `last_offset` (and every one before it) had arrived; `now_ms`
+        (it had, since it was read) when no watermark past it was seen."""
+        seen = self.seen.get(tp)
+        if not seen:
+            return now_ms
+        while len(seen) > 1 and seen[0][0] <= last_offset:
+            seen.popleft()  # not past this record: no later record can need it either
+        highwater, ms = seen[0]
+        return ms if highwater > last_offset else now_ms
+
+    def forget(self, tps: Any) -> None:
+        for tp in tps:
+            self.seen.pop(tp, None)
+
+
+def _position(consumer: Any, tp: Any) -> int | None:
+    """The next offset `getmany` returns for `tp`, without waiting (`consumer.position` waits
+    out an offset reset: not while a batch is in hand); None when not known."""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+    except AttributeError:  # not assigned (any more)
+        return None
+    if state is None or not state.has_valid_position:
+        return None
+    return int(state.position)
+
+
 class Batch:
     """What one `getmany` became: frames per internal partition, dead letters, offsets."""
 
-    __slots__ = ("by_topic", "dead_letters", "events", "frames", "offsets", "records")
+    __slots__ = ("arrived_by", "by_topic", "dead_letters", "events", "frames", "offsets",
+                 "records")
 
     def __init__(self) -> None:
         self.by_topic: dict[str, list[int]] = {}  # topic -> [events, dead letters]
@@ -40,6 +106,7 @@ class Batch:
         self.offsets: dict[Any, int] = {}  # TopicPartition -> next offset to read
         self.records = 0
         self.events = 0
+        self.arrived_by: int | None = None  # every record had arrived by then (epoch ms)
 
 
 def build_batch(records_by_tp: dict[Any, list[Any]], partitions: int, max_bytes: int,
@@ -110,6 +177,17 @@ class Ingest:
         # bounded (replay): every input partition's [start, end) seen when ingest began;
         # records at or past `end` are left alone and the partition is paused there
         self.bounds: dict[Any, tuple[int, int]] | None = None
+        self.arrivals = Arrivals()
+        self.read_through: dict[Any, int] = {}  # tp -> read through (epoch ms), sent or not
+        self._progress_sent = float("-inf")  # monotonic: the last progress record
+        self._progress_complete = False  # it said every assigned partition was read through
+        # Progress is needed until every partition is read through this (epoch ms): the
+        # latest arrival + hold of a batch read more than the margin after it arrived (a
+        # backlog's: live, the hold's timer comes first); and the least read-through time
+        # the last complete progress record said
+        self._backlog_until = 0
+        self._through_sent = 0
+        self._progress_last: dict[Any, int] = {}  # what they said
 
     def new_consumer(self) -> Any:
         from aiokafka import AIOKafkaConsumer
@@ -141,7 +219,9 @@ class Ingest:
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 # let the batch in hand finish and commit while the partitions are ours
                 async with ingest._busy:
-                    pass
+                    ingest.arrivals.forget(revoked)
+                    for tp in revoked:
+                        ingest.read_through.pop(tp, None)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 if ingest.bounds is not None:
@@ -160,8 +240,14 @@ class Ingest:
                 self.bounds = await self._bounds()
             consumer.subscribe([c.labels_topic, c.scans_topic], listener=Listener())
             while not self._stopping:
-                records = await consumer.getmany(timeout_ms=200, max_records=c.max_poll_records)
+                # while progress records may end a hold, look again soon when nothing came
+                active = self._progress_active()
+                records = await consumer.getmany(timeout_ms=50 if active else 200,
+                                                 max_records=c.max_poll_records)
                 if not records:
+                    if active:
+                        async with self._busy:
+                            await self._send_progress()
                     continue
                 async with self._busy:
                     await self._handle(records)
@@ -234,13 +320,25 @@ class Ingest:
             records, ended = self._cut_at_bounds(records)
         read_ms = int(time.time() * 1000)
         batch = build_batch(records, c.partitions, c.settings.max_message_bytes, read_ms)
+        batch.arrived_by = self._arrived_by(records, read_ms)
+        if read_ms - batch.arrived_by > PROGRESS_MARGIN_MS:
+            self._backlog_until = max(self._backlog_until,
+                                      batch.arrived_by + int(c.alert_hold * 1000))
         if self.metrics is not None:
             self.metrics.observe_event_ages(read_ms / 1000, (
                 event.event_ts for entries in batch.frames.values() for _, event in entries))
         batch.offsets.update(ended)
         for tp in ended:
             self.consumer.pause(tp)
-        await self._produce(batch)
+        progress = self._progress() if self._progress_active() else None
+        futures = await self._send(batch, progress)
+        await self._finish(batch, progress, futures)
+
+    async def _finish(self, batch: Batch, progress: bytes | None,
+                      futures: list[asyncio.Future[Any]]) -> None:
+        """A sent batch: once all of it is acknowledged, commit its input offsets (a crash
+        before that repeats the batch: the stage drops the repeated events)."""
+        await self._deliver(batch, progress, futures)
         try:
             await self.consumer.commit(batch.offsets)
         except Exception as exc:  # a rebalance took the partitions: the new owner repeats
@@ -259,26 +357,108 @@ class Ingest:
             for _, record in batch.dead_letters:
                 m.dead_letters.labels(record["error"]["code"]).inc()
 
-    async def _produce(self, batch: Batch) -> None:
-        """Produce the batch's frames and dead letters; return when all are acknowledged.
-        A passing broker outage (a timeout) is retried with the whole batch: the stage
-        drops the repeated events. Anything else propagates and stops the worker."""
-        from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+    # ------------------------------------------------------------ arrival and progress
 
+    def _arrived_by(self, records: dict[Any, list[Any]], now_ms: int) -> int:
+        """When every record of a `getmany` result had arrived (see `Arrivals`)."""
+        consumer, arrivals = self.consumer, self.arrivals
+        latest = 0
+        for tp, recs in records.items():
+            if not recs:
+                continue
+            arrivals.observe(tp, consumer.highwater(tp), consumer.last_poll_timestamp(tp))
+            latest = max(latest, arrivals.arrived_by(tp, recs[-1].offset, now_ms))
+        return latest or now_ms
+
+    def _progress_active(self) -> bool:
+        """Progress records can end a hold before its timer only for a batch read more than
+        the margin after it arrived (a backlog); they go out until one says every partition
+        is read through the latest such arrival + the hold. Live traffic sends none."""
+        hold = self.config.alert_hold
+        return hold > 0 and self._backlog_until > self._through_sent
+
+    def _caught_up(self) -> bool:
+        """Update `read_through` for the assigned partitions read to their high watermark;
+        whether every assigned partition is."""
+        consumer = self.consumer
+        complete = True
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            fetched = consumer.last_poll_timestamp(tp)
+            position = _position(consumer, tp)
+            if highwater is None or fetched is None or position is None or position < highwater:
+                complete = False
+                continue
+            through = fetched - PROGRESS_MARGIN_MS
+            if through > self.read_through.get(tp, 0):
+                self.read_through[tp] = through
+        return complete
+
+    def _progress(self) -> bytes | None:
+        """The progress record to send now, or None: nothing new, or sent less than
+        PROGRESS_INTERVAL ago (but the moment ingest reaches the end of every partition it
+        has, the end of a backlog, goes out at once)."""
+        complete = self._caught_up()
+        now = time.monotonic()
+        if not (now - self._progress_sent >= PROGRESS_INTERVAL
+                or (complete and not self._progress_complete)):
+            return None
+        through = {(tp.topic, tp.partition): ms for tp, ms in self.read_through.items()}
+        if not through or through == self._progress_last:
+            return None
+        counts = {}
+        for topic in (self.config.labels_topic, self.config.scans_topic):
+            parts = self.consumer.partitions_for_topic(topic)
+            if not parts:
+                return None  # no metadata yet: the stage could not take the minimum
+            counts[topic] = len(parts)
+        self._progress_last = through
+        self._progress_sent = now
+        self._progress_complete = complete
+        if complete:
+            self._through_sent = min(through.values())
+        return internal_topic.encode_progress(counts, through)
+
+    async def _send_progress(self) -> None:
+        """Between batches: a progress record to every internal partition, acknowledged."""
+        progress = self._progress()
+        if progress is not None:
+            await self._produce(Batch(), progress)
+
+    async def _produce(self, batch: Batch, progress: bytes | None = None) -> None:
+        """Send a batch and return when all of it is acknowledged."""
+        await self._deliver(batch, progress, await self._send(batch, progress))
+
+    async def _send(self, batch: Batch, progress: bytes | None) -> list[asyncio.Future[Any]]:
+        """Send the batch's frames and dead letters, then `progress` (to every internal
+        partition, after the frames: one producer keeps a partition's order); their
+        deliveries."""
         c = self.config
         topic = c.internal_topic_name
+        futures = []
+        send = self.producer.send
+        for partition, entries in batch.frames.items():
+            for chunk in internal_topic.split(entries, c.frame_max_events):
+                futures.append(await send(topic, internal_topic.encode_frame(
+                    chunk, batch.arrived_by), partition=partition))
+        if progress is not None:
+            for partition in range(c.partitions):
+                futures.append(await send(topic, progress, partition=partition))
+        for key, record in batch.dead_letters:
+            log.info("dead letter %s/%d@%d: %s", record["source_topic"],
+                     record["partition"], record["offset"], record["error"]["code"])
+            futures.append(await send(c.deadletter_topic, dumps(record), key=key))
+        return futures
+
+    async def _deliver(self, batch: Batch, progress: bytes | None,
+                       futures: list[asyncio.Future[Any]]) -> None:
+        """Until the sends are acknowledged. A passing broker outage (a timeout) is retried
+        with the whole batch: the stage drops the repeated events. Anything else propagates
+        and stops the worker."""
+        from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
         attempt = 0
         while True:
-            futures = []
-            send = self.producer.send
-            for partition, entries in batch.frames.items():
-                for chunk in internal_topic.split(entries, c.frame_max_events):
-                    futures.append(await send(topic, internal_topic.encode_frame(chunk),
-                                              partition=partition))
-            for key, record in batch.dead_letters:
-                log.info("dead letter %s/%d@%d: %s", record["source_topic"],
-                         record["partition"], record["offset"], record["error"]["code"])
-                futures.append(await send(c.deadletter_topic, dumps(record), key=key))
             try:
                 await asyncio.gather(*futures)
                 return
@@ -287,6 +467,7 @@ class Ingest:
                 log.warning("ingest: produce failed (%s), retrying the batch (attempt %d)",
                             type(exc).__name__, attempt)
                 await asyncio.sleep(min(5.0, 0.5 * attempt))
+                futures = await self._send(batch, progress)
 
     async def stop(self) -> None:
         """Finish the batch in hand (it is committed), then leave the group."""

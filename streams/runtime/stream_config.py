@@ -84,12 +84,15 @@ class StreamConfig:
     frame_max_events: int = 2000  # events per internal-topic record (one stage step)
     stage_max_pending: int = 64  # frames applied but not yet durable (group commit)
     stall_seconds: float = 30.0  # the watchdog's alarm: a partition flat this long with lag
-    # seconds an alert that a late message could still change (duplicate_tracking,
-    # destination_mismatch, voided_label_scanned) is held back before it is published; in
-    # that time a correction replaces it and a retraction cancels it; 0: publish at once and
-    # correct by revision. benchmarks/arrival.py, a 9,100-record backlog with the labels
-    # 3-14 days of event time behind the scans: 4-9 alerts published then retracted with 0,
-    # none with 2 s (or 5 s); invalid_tracking and previously_used are never held
+    # seconds of arrival an alert that a late message could still change (duplicate_tracking,
+    # previously_used, destination_mismatch, voided_label_scanned) is held back before it is
+    # published: a correction that arrives within that time after the message it corrects
+    # replaces it, a retraction cancels it; 0: publish at once and correct by revision. Live,
+    # that is this long after the stage applied it; in a backlog, until the inputs are read
+    # through its arrival + this (streams.runtime.detection_stage). benchmarks/arrival.py, a
+    # 9,100-record backlog with the labels 3-14 days of event time behind the scans: 4-9
+    # alerts published then retracted with 0, none with 2 s (or 5 s); invalid_tracking is
+    # never held
     alert_hold: float = 2.0
     produce_timeout: float = 300.0  # a send waits this long through a broker outage
     ingest: bool = True  # False: run the stateful stage only (benchmarks, tests)

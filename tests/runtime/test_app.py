@@ -44,15 +44,47 @@ def test_frames_round_trip_every_event_type() -> None:
         *journey("e4", N1, T0 + timedelta(hours=2), "07302", "10001"),
     )
     entries = [(1_700_000_000_000 + i, e) for i, e in enumerate(evs)]
-    frame = internal_topic.encode_frame(entries)
-    assert frame[:4] == b"TVF\x01"
+    frame = internal_topic.encode_frame(entries, arrived_by=1_600_000_000_000)
+    assert frame[:4] == b"TVF\x02"
     assert internal_topic.decode_frame(frame) == entries
+    decoded_frame = internal_topic.decode(frame)
+    assert isinstance(decoded_frame, internal_topic.Frame)
+    assert decoded_frame.arrived_by == 1_600_000_000_000
+    # without one, a frame's records had arrived by its latest read time
+    assert internal_topic.decode(internal_topic.encode_frame(entries)).arrived_by == max(
+        ts for ts, _ in entries)
+
+
+def test_a_version_1_frame_still_reads() -> None:
+    import msgspec
+
+    from streams.core import events as core_events
+
+    evs = decoded(label_purchased("e1", "L1", N1, "s1", T0))
+    body = msgspec.msgpack.encode(([1_700_000_000_005], core_events.encode_events(evs)))
+    record = internal_topic.decode(b"TVF\x01" + body)
+    assert isinstance(record, internal_topic.Frame)
+    assert record.entries == [(1_700_000_000_005, evs[0])]
+    assert record.arrived_by == 1_700_000_000_005
+
+
+def test_a_progress_record_round_trips_and_is_not_a_frame() -> None:
+    data = internal_topic.encode_progress({"labels": 2, "scans": 1},
+                                          {("labels", 1): 5_000, ("scans", 0): 7_000})
+    record = internal_topic.decode(data)
+    assert isinstance(record, internal_topic.Progress)
+    assert record.partitions == {"labels": 2, "scans": 1}
+    assert record.read_through == {("labels", 1): 5_000, ("scans", 0): 7_000}
+    with pytest.raises(internal_topic.FrameError, match="progress record"):
+        internal_topic.decode_frame(data)
+    with pytest.raises(internal_topic.FrameError, match="progress record version 9"):
+        internal_topic.decode(b"TVP\x09" + data[4:])
 
 
 def test_a_frame_of_another_version_is_refused() -> None:
     frame = internal_topic.encode_frame([(0, decoded(label_purchased("e", "L", N1, "s", T0))[0])])
-    with pytest.raises(internal_topic.FrameError, match="version 2"):
-        internal_topic.decode_frame(frame[:3] + b"\x02" + frame[4:])
+    with pytest.raises(internal_topic.FrameError, match="version 3"):
+        internal_topic.decode_frame(frame[:3] + b"\x03" + frame[4:])
     with pytest.raises(internal_topic.FrameError, match="magic"):
         internal_topic.decode_frame(b"XYZ\x01" + frame[4:])
 
@@ -262,3 +294,92 @@ async def test_a_hold_cancels_what_a_late_label_retracts_and_publishes_the_rest(
             ("destination_mismatch", "L-old", "retracted", 2),
             ("duplicate_tracking", "L-new", "open", 1),
         ]
+
+
+async def test_progress_ends_the_hold_of_a_backlog_once_every_input_is_read_through(
+    tmp_path: Path,
+) -> None:
+    """Frames whose records arrived a minute ago (a backlog) are held until ingest's progress
+    records show every input partition read through their arrival + the hold: then at once,
+    not 30 s later. One input partition missing from the progress keeps them held; so does a
+    frame that arrived just now."""
+    hold = 30.0
+    config = StreamConfig(app_id="unit-progress", store="memory://", state_dir=tmp_path,
+                          alert_hold=hold)
+    app = build_app(config)
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    captured = Captured()
+    stage = app.tracking["stage"]
+    stage.producer = captured
+    key = f"usps:{N1}".encode()
+    p = internal_topic.partition_for(key, config.partitions)
+    old = decoded(label_purchased("h1", "L-old", N1, "seller-A", DEC, ship_to=("10001", "US")))
+    scan = decoded(*journey("h2", N1, T0 + timedelta(days=2), "07302", "90012"))
+    new = decoded(label_purchased("h3", "L-new", N1, "seller-B", T0, ship_to=("90012", "US")))
+    now_ms = int(time.time() * 1000)
+    arrived = now_ms - 60_000
+    counts = {config.labels_topic: 2, config.scans_topic: 1}
+
+    def progress(*tps: tuple[str, int], at: int) -> bytes:
+        return internal_topic.encode_progress(counts, dict.fromkeys(tps, at))
+
+    def published() -> list[tuple[str, str, str, int]]:
+        return sorted((a["rule"], a["label_id"], a["status"], a["revision"]) for a in (
+            orjson.loads(v) for _, v in captured.to(config.alerts_topic)))
+
+    async with app.tracking["detect"].test_context() as agent:
+        for frame in (old, scan, new):
+            await agent.put(internal_topic.encode_frame([(now_ms, e) for e in frame],
+                                                        arrived_by=arrived), partition=p)
+        # labels partition 1 not read through yet: still held
+        await agent.put(progress((config.labels_topic, 0), (config.scans_topic, 0),
+                                 at=now_ms), partition=p)
+        await asyncio.sleep(0.5)
+        assert published() == []
+        assert stage.read_through_all[p] == 0
+        started = time.monotonic()
+        await agent.put(progress((config.labels_topic, 1), at=now_ms), partition=p)
+        assert stage.read_through_all[p] == now_ms
+        for _ in range(100):
+            if published():
+                break
+            await asyncio.sleep(0.02)
+        # the retracted destination_mismatch never went out: the hold still absorbed it
+        assert published() == [("duplicate_tracking", "L-new", "open", 1)]
+        assert time.monotonic() - started < 5.0  # not the 30 s hold
+        await stage.drain()
+        assert not stage.overlay  # durable, acked
+        # a frame that arrived just now is held although the inputs are read through now
+        other = decoded(label_purchased("h4", "L-x", N2, "seller-A", DEC),
+                        label_purchased("h5", "L-y", N2, "seller-B", T0))
+        q = internal_topic.partition_for(f"usps:{N2}".encode(), config.partitions)
+        await agent.put(internal_topic.encode_frame([(now_ms, e) for e in other],
+                                                    arrived_by=int(time.time() * 1000)),
+                        partition=q)
+        await agent.put(progress((config.labels_topic, 0), (config.labels_topic, 1),
+                                 (config.scans_topic, 0), at=int(time.time() * 1000)),
+                        partition=q)
+        await asyncio.sleep(0.5)
+        assert len(published()) == 1
+    await stage.stop()
+
+
+def test_arrivals_dates_a_record_by_the_first_high_watermark_past_it() -> None:
+    from streams.runtime.ingest import Arrivals
+
+    tp = TP("labels", 0)
+    arrivals = Arrivals()
+    assert arrivals.arrived_by(tp, 5, now_ms=999) == 999  # nothing seen: when it was read
+    arrivals.observe(tp, 100, 1_000)  # a backlog of 100 records, seen at 1,000
+    arrivals.observe(tp, 100, 1_500)  # the same watermark later: not newer news
+    arrivals.observe(tp, 130, 2_000)
+    arrivals.observe(tp, None, 2_100)  # no response yet: ignored
+    assert arrivals.arrived_by(tp, 0, now_ms=3_000) == 1_000
+    assert arrivals.arrived_by(tp, 99, now_ms=3_000) == 1_000
+    assert arrivals.arrived_by(tp, 100, now_ms=3_000) == 2_000
+    assert arrivals.arrived_by(tp, 129, now_ms=3_000) == 2_000
+    assert arrivals.arrived_by(tp, 130, now_ms=3_000) == 3_000  # past every watermark seen
+    arrivals.forget([tp])
+    assert arrivals.arrived_by(tp, 0, now_ms=4_000) == 4_000
