@@ -245,12 +245,9 @@ async def test_the_detect_agent_publishes_alerts_and_writes_state(app: Any) -> N
         config.changelog_topic)
 
 
-@pytest.mark.parametrize("hold", [0.0, 0.3])
-async def test_a_hold_cancels_what_a_late_label_retracts_and_publishes_the_rest(
-    tmp_path: Path, hold: float,
-) -> None:
-    config = StreamConfig(app_id="unit-hold", store="memory://", state_dir=tmp_path,
-                          alert_hold=hold)
+def stage_on_memory(config: StreamConfig) -> tuple[Any, Any, Captured, int]:
+    """The app of `config` on memory:// with its detection stage's sends captured, and the
+    internal partition of usps:N1: (app, stage, captured, partition)."""
     app = build_app(config)
     app.finalize()
     app.conf.store = "memory://"
@@ -258,8 +255,17 @@ async def test_a_hold_cancels_what_a_late_label_retracts_and_publishes_the_rest(
     captured = Captured()
     stage = app.tracking["stage"]
     stage.producer = captured
-    key = f"usps:{N1}".encode()
-    p = internal_topic.partition_for(key, config.partitions)
+    return app, stage, captured, internal_topic.partition_for(f"usps:{N1}".encode(),
+                                                              config.partitions)
+
+
+@pytest.mark.parametrize("hold", [0.0, 0.3])
+async def test_a_hold_cancels_what_a_late_label_retracts_and_publishes_the_rest(
+    tmp_path: Path, hold: float,
+) -> None:
+    config = StreamConfig(app_id="unit-hold", store="memory://", state_dir=tmp_path,
+                          alert_hold=hold)
+    app, stage, captured, p = stage_on_memory(config)
     old = decoded(label_purchased("h1", "L-old", N1, "seller-A", DEC, ship_to=("10001", "US")))
     # the new parcel's scan comes before its label: at first it counts against L-old
     scan = decoded(*journey("h2", N1, T0 + timedelta(days=2), "07302", "90012"))
@@ -306,15 +312,7 @@ async def test_progress_ends_the_hold_of_a_backlog_once_every_input_is_read_thro
     hold = 30.0
     config = StreamConfig(app_id="unit-progress", store="memory://", state_dir=tmp_path,
                           alert_hold=hold)
-    app = build_app(config)
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
-    captured = Captured()
-    stage = app.tracking["stage"]
-    stage.producer = captured
-    key = f"usps:{N1}".encode()
-    p = internal_topic.partition_for(key, config.partitions)
+    app, stage, captured, p = stage_on_memory(config)
     old = decoded(label_purchased("h1", "L-old", N1, "seller-A", DEC, ship_to=("10001", "US")))
     scan = decoded(*journey("h2", N1, T0 + timedelta(days=2), "07302", "90012"))
     new = decoded(label_purchased("h3", "L-new", N1, "seller-B", T0, ship_to=("90012", "US")))
