@@ -6,7 +6,12 @@ record (`streams.core.events.decode`), groups the events by the internal partiti
 tracking key and writes each group as one frame (`streams.runtime.internal_topic`). Records that do
 not decode are dead-lettered. Input offsets are committed only after every frame and dead
 letter made from them is acknowledged by the broker: a crash repeats a batch (the stateful
-stage drops repeated event ids), it never skips one.
+stage drops repeated event ids), it never skips one. Two batches are unacknowledged at most:
+the next is read, decoded and sent while the one before is acknowledged, and the offsets of
+the batches acknowledged (in order, each only after every one before it) are committed in
+the background, one commit at a time, several batches in one when they are ready together
+(`_settle` waits for all of it). So the loop is not idle through those round trips while the
+stage waits for the frames.
 
 A dead letter that cannot be produced (or any produce error that is not a passing broker
 outage) stops the worker before the batch is committed: the record is never skipped.
@@ -36,13 +41,19 @@ from streams.runtime import internal_topic
 log = logging.getLogger(__name__)
 
 
-# A fetch response's high watermark is taken when ingest processes the response; the broker
-# read it earlier (the response's time in transit, and a loop busy with a batch), and a
-# record appended in between may lie past it. Read-through times are taken this much before,
-# which also absorbs a small clock difference between the hosts of several workers (the
-# stage compares one worker's read-through times with another's arrival times). Live, the
-# hold's timer ends a hold before this margin could; it delays only a short backlog's end.
-PROGRESS_MARGIN_MS = 500
+# Read-through times are taken this much before the fetch that showed a partition read to its
+# high watermark. One worker's arrival and read-through times need no margin between them:
+# both are the times ingest processed fetch responses, with the high watermark each carried,
+# and a partition's responses are processed in order with non-decreasing watermarks, so a
+# record past the watermark of the fetch at time t is dated after t. The margin absorbs the
+# clock difference between the hosts of several workers (the stage compares one worker's
+# read-through times with another's arrival times): NTP keeps hosts within a few ms; a
+# larger difference only shortens a hold, it loses nothing. (It was 500 ms, on the belief
+# that the time in transit needed it: it only kept the end of a short backlog waiting.)
+PROGRESS_MARGIN_MS = 100
+# A batch read more than this after its records arrived is a backlog's: progress records
+# then go out (live traffic sends none; the hold's timer ends its holds).
+BACKLOG_AFTER_MS = 500
 # Progress records go out at most this often, and only while the stage may hold alerts:
 # until alert_hold (+1 s) after ingest last read a record.
 PROGRESS_INTERVAL = 0.2
@@ -171,7 +182,13 @@ class Ingest:
         self.consumer_kwargs = consumer_kwargs or {}
         self.consumer: Any = None
         self._stopping = False
-        self._busy = asyncio.Lock()  # held while a batch is between getmany and commit
+        # held while a batch is between getmany and send, and by a revoke or a stop until
+        # every batch sent is committed
+        self._busy = asyncio.Lock()
+        # the last batch sent: until it and every one before it are acknowledged
+        self._in_flight: asyncio.Future[None] | None = None
+        self._acked: list[Batch] = []  # acknowledged, in order, not yet committed
+        self._committing: asyncio.Future[None] | None = None  # commits them, one at a time
         self.records = 0
         self.dead_letters = 0
         # bounded (replay): every input partition's [start, end) seen when ingest began;
@@ -182,7 +199,7 @@ class Ingest:
         self._progress_sent = float("-inf")  # monotonic: the last progress record
         self._progress_complete = False  # it said every assigned partition was read through
         # Progress is needed until every partition is read through this (epoch ms): the
-        # latest arrival + hold of a batch read more than the margin after it arrived (a
+        # latest arrival + hold of a batch read more than BACKLOG_AFTER_MS after it arrived (a
         # backlog's: live, the hold's timer comes first); and the least read-through time
         # the last complete progress record said
         self._backlog_until = 0
@@ -217,8 +234,13 @@ class Ingest:
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Any) -> None:
-                # let the batch in hand finish and commit while the partitions are ours
+                # let the batches in hand finish and commit while the partitions are ours
                 async with ingest._busy:
+                    try:
+                        await ingest._settle()
+                    except BaseException as exc:  # aiokafka would only log it
+                        ingest.on_fatal(exc)
+                        raise
                     ingest.arrivals.forget(revoked)
                     for tp in revoked:
                         ingest.read_through.pop(tp, None)
@@ -245,8 +267,9 @@ class Ingest:
                 records = await consumer.getmany(timeout_ms=50 if active else 200,
                                                  max_records=c.max_poll_records)
                 if not records:
-                    if active:
-                        async with self._busy:
+                    async with self._busy:
+                        await self._settle()  # nothing more to read: the last batch commits
+                        if active:
                             await self._send_progress()
                     continue
                 async with self._busy:
@@ -258,6 +281,13 @@ class Ingest:
             self.on_fatal(exc)
             raise
         finally:
+            # a batch still in flight now is not committed: it is read again
+            for task in (self._in_flight, self._committing):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            self._in_flight = self._committing = None
             await consumer.stop()
 
     async def _bounds(self) -> dict[Any, tuple[int, int]]:
@@ -321,7 +351,7 @@ class Ingest:
         read_ms = int(time.time() * 1000)
         batch = build_batch(records, c.partitions, c.settings.max_message_bytes, read_ms)
         batch.arrived_by = self._arrived_by(records, read_ms)
-        if read_ms - batch.arrived_by > PROGRESS_MARGIN_MS:
+        if read_ms - batch.arrived_by > BACKLOG_AFTER_MS:
             self._backlog_until = max(self._backlog_until,
                                       batch.arrived_by + int(c.alert_hold * 1000))
         if self.metrics is not None:
@@ -332,19 +362,52 @@ class Ingest:
             self.consumer.pause(tp)
         progress = self._progress() if self._progress_active() else None
         futures = await self._send(batch, progress)
-        await self._finish(batch, progress, futures)
+        before = self._in_flight
+        self._in_flight = asyncio.ensure_future(
+            self._finish(before, batch, progress, futures))
+        if before is not None:
+            await before  # two unacknowledged at most (its error is raised here)
 
-    async def _finish(self, batch: Batch, progress: bytes | None,
-                      futures: list[asyncio.Future[Any]]) -> None:
-        """A sent batch: once all of it is acknowledged, commit its input offsets (a crash
-        before that repeats the batch: the stage drops the repeated events)."""
+    async def _settle(self) -> None:
+        """Until every batch sent is acknowledged and committed (an error raised here)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            await in_flight
+        if self._committing is not None:
+            await self._committing
+
+    async def _finish(self, before: asyncio.Future[None] | None, batch: Batch,
+                      progress: bytes | None, futures: list[asyncio.Future[Any]]) -> None:
+        """A sent batch: once every batch before it and all of it are acknowledged, its
+        input offsets are handed to the committer (a crash before the commit repeats the
+        batch: the stage drops the repeated events). When a batch before failed, this one
+        fails with its error and nothing after it is committed."""
+        if before is not None:
+            await before
         await self._deliver(batch, progress, futures)
-        try:
-            await self.consumer.commit(batch.offsets)
-        except Exception as exc:  # a rebalance took the partitions: the new owner repeats
-            log.warning("ingest commit failed (%s); the batch will be read again",
-                        type(exc).__name__)
-            return
+        self._acked.append(batch)
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.ensure_future(self._commit_acked())
+
+    async def _commit_acked(self) -> None:
+        """Commit the acknowledged batches' offsets, in order, one commit at a time (those
+        acknowledged while one is on its way go together in the next)."""
+        while self._acked:
+            batches, self._acked = self._acked, []
+            offsets: dict[Any, int] = {}
+            for batch in batches:  # later batches' offsets are further on
+                offsets.update(batch.offsets)
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # a rebalance took the partitions: the new owner repeats
+                log.warning("ingest commit failed (%s); the batch will be read again",
+                            type(exc).__name__)
+                continue
+            for batch in batches:
+                self._committed(batch)
+
+    def _committed(self, batch: Batch) -> None:
+        """Count a committed batch."""
         self.records += batch.records
         self.dead_letters += len(batch.dead_letters)
         if self.metrics is not None:
@@ -372,7 +435,7 @@ class Ingest:
 
     def _progress_active(self) -> bool:
         """Progress records can end a hold before its timer only for a batch read more than
-        the margin after it arrived (a backlog); they go out until one says every partition
+        BACKLOG_AFTER_MS after it arrived (a backlog); they go out until one says every partition
         is read through the latest such arrival + the hold. Live traffic sends none."""
         hold = self.config.alert_hold
         return hold > 0 and self._backlog_until > self._through_sent
@@ -396,15 +459,19 @@ class Ingest:
 
     def _progress(self) -> bytes | None:
         """The progress record to send now, or None: nothing new, or sent less than
-        PROGRESS_INTERVAL ago (but the moment ingest reaches the end of every partition it
-        has, the end of a backlog, goes out at once)."""
+        PROGRESS_INTERVAL ago. Two go out at once: the first to say that ingest is at the
+        end of every partition it has (the end of a backlog), and the first to say that
+        every partition is read through the latest backlog arrival + the hold (what ends
+        the stage's last holds; waiting out the interval there kept the end of a short
+        backlog idle, measured up to 0.25 s)."""
         complete = self._caught_up()
         now = time.monotonic()
-        if not (now - self._progress_sent >= PROGRESS_INTERVAL
-                or (complete and not self._progress_complete)):
-            return None
         through = {(tp.topic, tp.partition): ms for tp, ms in self.read_through.items()}
         if not through or through == self._progress_last:
+            return None
+        ends_holds = complete and min(through.values()) >= self._backlog_until
+        if not (now - self._progress_sent >= PROGRESS_INTERVAL
+                or (complete and not self._progress_complete) or ends_holds):
             return None
         counts = {}
         for topic in (self.config.labels_topic, self.config.scans_topic):
@@ -470,7 +537,7 @@ class Ingest:
                 futures = await self._send(batch, progress)
 
     async def stop(self) -> None:
-        """Finish the batch in hand (it is committed), then leave the group."""
+        """Finish the batches in hand (they are committed), then leave the group."""
         self._stopping = True
         async with self._busy:
-            pass
+            await self._settle()
