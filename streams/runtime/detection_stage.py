@@ -333,18 +333,45 @@ class Stage:
             await self._publish(alert, pending)
             pending.alerts.append(item)
 
+    # The states of one durable batch, merged, at most this many bytes (None: no bound): the
+    # response stage writes them as one changelog record batch (streams.runtime.response_stage)
+    max_batch_bytes: int | None = None
+
     async def _write_loop(self) -> None:
+        carry: Pending | None = None  # taken from the queue, left for the next batch
         try:
             while True:
-                batch = [await self.queue.get()]
-                while not self.queue.empty():
-                    batch.append(self.queue.get_nowait())
+                batch = [carry if carry is not None else await self.queue.get()]
+                carry = None
+                if self.max_batch_bytes is None:
+                    while not self.queue.empty():
+                        batch.append(self.queue.get_nowait())
+                else:
+                    carry = self._take_within(batch, self.max_batch_bytes)
                 await self._make_durable(batch)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self.on_fatal(exc)  # nothing of this batch is acked: it is read again
             raise
+
+    def _take_within(self, batch: list[Pending], limit: int) -> Pending | None:
+        """Add queued frames to `batch` (one frame) while their states, merged by key, stay
+        within `limit` bytes; the first that would not fit is returned (the next batch
+        starts with it). A frame alone is taken whatever its size."""
+        sizes: dict[bytes, int] = {}
+        total = 0
+        p: Pending | None = batch.pop()
+        while p is not None:
+            new = {key: len(key) + len(value or b"") + 32 for key, value in p.states.items()}
+            grown = sum(n - sizes.get(key, 0) for key, n in new.items())
+            if batch and total + grown > limit:
+                return p
+            total += grown
+            sizes.update(new)
+            batch.append(p)
+            p = None if self.queue.empty() else self.queue.get_nowait()
+        return None
 
     async def _make_durable(self, batch: list[Pending]) -> None:
         for p in batch:  # in order: a frame is durable only once its held alerts are out

@@ -78,6 +78,10 @@ class ResponseStage(Stage):
     """`Stage`'s group commit (outputs acked, changelog, RocksDB, then the Faust ack) over
     `response.step_many`, one input record a step, instead of a frame of events."""
 
+    # a durable batch takes the queued records while their merged states fit one atomic
+    # changelog write (`_changelog`); only a single record's states beyond it are split
+    max_batch_bytes = ATOMIC_CHANGELOG_BYTES - 1024
+
     def __init__(self, app: Any, config: StreamConfig, table: Any) -> None:
         super().__init__(app, config, table)
         self.changelog_topic = config.response_changelog_topic

@@ -381,3 +381,27 @@ def test_arrivals_dates_a_record_by_the_first_high_watermark_past_it() -> None:
     assert arrivals.arrived_by(tp, 130, now_ms=3_000) == 3_000  # past every watermark seen
     arrivals.forget([tp])
     assert arrivals.arrived_by(tp, 0, now_ms=4_000) == 4_000
+
+
+async def test_a_bounded_writer_batch_takes_frames_while_their_merged_states_fit(
+        tmp_path: Path) -> None:
+    """The response stage's durable batches stay within one atomic changelog write: the
+    writer takes queued steps while their states, merged by key, fit `max_batch_bytes`, and
+    leaves the first that does not for the next batch (a key written again counts once)."""
+    from streams.runtime.detection_stage import Pending
+    from streams.runtime.response_stage import ATOMIC_CHANGELOG_BYTES, ResponseStage
+
+    assert ResponseStage.max_batch_bytes is not None
+    assert ResponseStage.max_batch_bytes <= ATOMIC_CHANGELOG_BYTES - 1024
+    config = StreamConfig(app_id="unit-bounded", store="memory://", state_dir=tmp_path)
+    _, stage, _, _ = stage_on_memory(config)
+    # a key of 2 bytes and a value of 66 count 100 bytes (32 of them the record's overhead)
+    a = Pending(0, {b"k1": b"x" * 66, b"k2": b"x" * 66}, [], [], None, 1)  # 2 x 100 bytes
+    b = Pending(0, {b"k1": b"y" * 66}, [], [], None, 1)  # k1 again: +0
+    c = Pending(0, {b"k3": b"x" * 66}, [], [], None, 1)  # +100: 300 in all
+    d = Pending(0, {b"k4": b"x" * 66}, [], [], None, 1)  # +100: over 350
+    for p in (b, c, d):
+        stage.queue.put_nowait(p)
+    batch = [a]
+    carry = stage._take_within(batch, 350)
+    assert batch == [a, b, c] and carry is d and stage.queue.empty()
