@@ -28,6 +28,17 @@
    after it is committed, so a crashed consumer skips that commit; what was acked is read
    again after a restart (the stage drops what it has already applied).
 
+5. No commit past a record missing at the head. Faust commits the first run of consecutive
+   acked offsets, and its only guard against a record missing before them is
+   `min(acked) - committed > 1`, where `committed` is the next offset to read: one missing
+   record at the head is committed past (and any, when the committed offset is 0, which Faust
+   keeps as None). A record that is delivered to no agent and never acked (the seek race
+   above, or a delivery cut by a flow suspension: Faust's drain loop sets the read offset
+   even when `suspend_flow` ended the delivery) was then skipped for good. For the guarded
+   topics (dense offsets) a commit now waits until the acked offsets start at the committed
+   offset (the offset sought to, after a seek); the stall watchdog re-seeks a partition held
+   up so (streams.runtime.lifecycle), and the record is read again.
+
 `Transport` is installed by `streams.runtime.lifecycle` through `App._new_transport`, which
 also sets the guarded topics (`consumer.seek_guard.topics`).
 
@@ -146,6 +157,26 @@ class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seek_guard = SeekGuard()
+        # guarded tp -> the offset sought to (Faust keeps a committed offset of 0 as None)
+        self.sought: dict[Any, int] = {}
+        self.held_heads: set[tuple[Any, int]] = set()  # (tp, head) logged once
+
+    def _new_offset(self, tp: Any) -> int | None:
+        # fix 5 of the module doc
+        acked = self._acked[tp]
+        if acked and tp.topic in self.seek_guard.topics and not self._gap[tp]:
+            head = self._committed_offset[tp]
+            if head is None:
+                head = self.sought.get(tp)
+            first = min(acked)
+            if head is not None and first > head:
+                if (tp, head) not in self.held_heads:
+                    self.held_heads.add((tp, head))
+                    log.warning("commit of %s/%d held at offset %d: offsets %d-%d are not "
+                                "acked (read again after a re-seek)", tp.topic, tp.partition,
+                                head, head, first - 1)
+                return None
+        return super()._new_offset(tp)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -160,11 +191,17 @@ class Consumer(faust_aiokafka.Consumer):
         offsets = await super().seek_to_committed()
         for tp, offset in offsets.items():
             self.seek_guard.seeked(tp, offset)
+            self._sought(tp, offset)
         return offsets
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
         self.seek_guard.seeked(partition, offset)
+        self._sought(partition, offset)
+
+    def _sought(self, tp: Any, offset: int | None) -> None:
+        if tp.topic in self.seek_guard.topics and offset is not None and offset >= 0:
+            self.sought[tp] = offset
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         guard = self.seek_guard

@@ -163,7 +163,7 @@ class Lifecycle:
     # ------------------------------------------------------------ the stall watchdog
 
     async def watch(self) -> None:
-        """The stall watchdog (streams.runtime.watchdog) over the internal topic's partitions."""
+        """The stall watchdog (streams.runtime.watchdog) over the stages' partitions."""
         period = max(0.5, min(5.0, self.config.stall_seconds / 3))
         while True:
             await asyncio.sleep(period)
@@ -177,16 +177,16 @@ class Lifecycle:
     async def check_stalls(self) -> None:
         config, watchdog = self.config, self.watchdog
         consumer = self.app.consumer
-        # the internal topic only: the response stage may wait, with lag and nothing to do,
-        # for the record that closes its batch (streams.runtime.response_stage)
-        mine = {tp for tp in consumer.assignment() if tp.topic == config.internal_topic_name}
+        # the stages' topics (the internal topic, the response stage's): each stage applies
+        # every record it gets, so lag with no work for that long is a stall
+        stages = self.stage_topics
+        mine = {tp for tp in consumer.assignment() if tp.topic in stages}
         watchdog.forget(mine)
         now = time.monotonic()
-        last_work = self.stages[0].last_work
         for tp in sorted(mine):
             committed = consumer._committed_offset.get(tp)
             if not watchdog.observe(tp, committed, consumer.highwater(tp),
-                                    last_work.get(tp.partition), now):
+                                    stages[tp.topic].last_work.get(tp.partition), now):
                 continue
             if committed is None:
                 committed = (await consumer.earliest_offsets(tp))[tp]

@@ -95,3 +95,35 @@ async def test_the_worker_producer_keeps_each_produce_request_under_its_cap(
         assert len(sizes) >= 4 and max(sizes) <= cap + 4096, sizes  # + the request's headers
     else:
         assert max(sizes) > 256 * 1024 + 4096, sizes
+
+
+def test_no_commit_past_a_record_missing_at_the_head(tmp_path: Any) -> None:
+    """Faust would commit past ONE unacked record at the head (and past any when the
+    committed offset is 0); on the guarded topics the commit waits for it instead."""
+    from faust.types import TP
+
+    app = build_app(StreamConfig(app_id="transport-head", state_dir=tmp_path,
+                                 store="memory://"))
+    consumer = app.consumer
+    internal = TP(app.tracking["config"].internal_topic_name, 0)
+    other = TP("some-other-topic", 0)
+    consumer.seek_guard.topics = frozenset({internal.topic})
+    for tp in (internal, other):
+        consumer._committed_offset[tp] = 10  # the next offset to read
+        consumer._acked[tp] = [11, 12]  # offset 10 was never acked
+        consumer._acked_index[tp] = {11, 12}
+    assert consumer._new_offset(other) == 13  # Faust's own: offset 10 skipped
+    assert consumer._new_offset(internal) is None  # held until 10 is acked
+    consumer._acked[internal].insert(0, 10)
+    consumer._acked_index[internal].add(10)
+    assert consumer._new_offset(internal) == 13
+    # a committed offset of 0 (Faust keeps it as None): the offset sought to stands in
+    fresh = TP(internal.topic, 1)
+    consumer._committed_offset[fresh] = None
+    consumer._sought(fresh, 0)
+    consumer._acked[fresh] = [1, 2]
+    consumer._acked_index[fresh] = {1, 2}
+    assert consumer._new_offset(fresh) is None
+    consumer._acked[fresh].insert(0, 0)
+    consumer._acked_index[fresh].add(0)
+    assert consumer._new_offset(fresh) == 3
