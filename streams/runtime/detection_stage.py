@@ -60,6 +60,16 @@ FORWARD_MAX_ALERTS = 200
 TABLE_ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2,
                          "block_cache_size": 8 << 20}
 
+# A record batch's bytes, estimated from above: its header, and each record's key, value and
+# framing (`state_record_bytes`). The response stage's bound on a durable batch and its one
+# atomic changelog write use the same estimate, so a batch within the one fits the other.
+RECORD_BATCH_OVERHEAD = 1024
+
+
+def state_record_bytes(key: bytes, value: bytes | None) -> int:
+    return len(key) + len(value or b"") + 32
+
+
 # ---------------------------------------------------------------- one frame, Kafka-free
 
 
@@ -363,7 +373,7 @@ class Stage:
         total = 0
         p: Pending | None = batch.pop()
         while p is not None:
-            new = {key: len(key) + len(value or b"") + 32 for key, value in p.states.items()}
+            new = {key: state_record_bytes(key, value) for key, value in p.states.items()}
             grown = sum(n - sizes.get(key, 0) for key, n in new.items())
             if batch and total + grown > limit:
                 return p

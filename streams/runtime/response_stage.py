@@ -43,10 +43,12 @@ from streams.core import response
 from streams.core.outputs import dumps, stamp_alert
 from streams.runtime.detection_stage import (
     FORWARD_KEY,
+    RECORD_BATCH_OVERHEAD,
     TABLE_ROCKSDB_OPTIONS,
     Pending,
     Stage,
     _Partition,
+    state_record_bytes,
 )
 from streams.runtime.metrics import Metrics
 from streams.runtime.stream_config import StreamConfig
@@ -80,7 +82,7 @@ class ResponseStage(Stage):
 
     # a durable batch takes the queued records while their merged states fit one atomic
     # changelog write (`_changelog`); only a single record's states beyond it are split
-    max_batch_bytes = ATOMIC_CHANGELOG_BYTES - 1024
+    max_batch_bytes = ATOMIC_CHANGELOG_BYTES - RECORD_BATCH_OVERHEAD
 
     def __init__(self, app: Any, config: StreamConfig, table: Any) -> None:
         super().__init__(app, config, table)
@@ -145,7 +147,7 @@ class ResponseStage(Stage):
         the same input records published a revision with other fields (the 15-kill soak:
         "two different publications of incident_id ... revision 1"). Beyond
         ATOMIC_CHANGELOG_BYTES the detection stage's way is kept (the topic's record limit)."""
-        size = 1024 + sum(len(k) + len(v or b"") + 32 for k, v in states.items())
+        size = RECORD_BATCH_OVERHEAD + sum(state_record_bytes(k, v) for k, v in states.items())
         if size > ATOMIC_CHANGELOG_BYTES:
             log.warning("response stage: %d bytes of state in one step, written in several "
                         "record batches", size)
