@@ -134,11 +134,15 @@ class SeekGuard:
         self.topics = topics
         self.seconds = seconds
         self.points: dict[Any, tuple[int, float]] = {}  # tp -> (seek offset, since)
+        # tp -> the last offset sought to, kept (fix 5: Faust keeps a committed offset of 0
+        # as None)
+        self.sought: dict[Any, int] = {}
         self.dropped = 0
 
     def seeked(self, tp: Any, offset: int | None, now: float | None = None) -> None:
         if tp.topic in self.topics and offset is not None and offset >= 0:
             self.points[tp] = (offset, time.monotonic() if now is None else now)
+            self.sought[tp] = offset
 
     def admit(self, tp: Any, offset: int, now: float | None = None) -> bool:
         point = self.points.get(tp)
@@ -157,8 +161,6 @@ class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seek_guard = SeekGuard()
-        # guarded tp -> the offset sought to (Faust keeps a committed offset of 0 as None)
-        self.sought: dict[Any, int] = {}
         self.held_heads: set[tuple[Any, int]] = set()  # (tp, head) logged once
 
     def _new_offset(self, tp: Any) -> int | None:
@@ -167,7 +169,7 @@ class Consumer(faust_aiokafka.Consumer):
         if acked and tp.topic in self.seek_guard.topics and not self._gap[tp]:
             head = self._committed_offset[tp]
             if head is None:
-                head = self.sought.get(tp)
+                head = self.seek_guard.sought.get(tp)
             first = min(acked)
             if head is not None and first > head:
                 if (tp, head) not in self.held_heads:
@@ -191,17 +193,11 @@ class Consumer(faust_aiokafka.Consumer):
         offsets = await super().seek_to_committed()
         for tp, offset in offsets.items():
             self.seek_guard.seeked(tp, offset)
-            self._sought(tp, offset)
         return offsets
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
         self.seek_guard.seeked(partition, offset)
-        self._sought(partition, offset)
-
-    def _sought(self, tp: Any, offset: int | None) -> None:
-        if tp.topic in self.seek_guard.topics and offset is not None and offset >= 0:
-            self.sought[tp] = offset
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         guard = self.seek_guard

@@ -120,7 +120,7 @@ def test_no_commit_past_a_record_missing_at_the_head(tmp_path: Any) -> None:
     # a committed offset of 0 (Faust keeps it as None): the offset sought to stands in
     fresh = TP(internal.topic, 1)
     consumer._committed_offset[fresh] = None
-    consumer._sought(fresh, 0)
+    consumer.seek_guard.seeked(fresh, 0)
     consumer._acked[fresh] = [1, 2]
     consumer._acked_index[fresh] = {1, 2}
     assert consumer._new_offset(fresh) is None
