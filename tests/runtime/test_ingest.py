@@ -128,6 +128,16 @@ def make_ingest(batches: list[dict[Any, list[Record]]], hold: float = 0.0,
     return ingest, consumer, producer, fatal
 
 
+def running(batches: int, size: int) -> tuple[
+        TP, Ingest, FakeConsumer, FakeProducer, list[BaseException], asyncio.Future[None]]:
+    """Ingest running over `batches` batches of `size` labels on labels/0: (that partition,
+    ingest, its consumer and producer, its fatal errors, its task)."""
+    tp = TP("labels", 0)
+    ingest, consumer, producer, fatal = make_ingest(
+        [{tp: label_records(tp, size * i, size)} for i in range(batches)])
+    return tp, ingest, consumer, producer, fatal, asyncio.ensure_future(ingest.run())
+
+
 async def until(predicate: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -136,10 +146,7 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
 
 
 async def test_the_next_batch_is_sent_before_the_one_before_is_acknowledged() -> None:
-    tp = TP("labels", 0)
-    batches = [{tp: label_records(tp, 10 * i, 10)} for i in range(4)]
-    ingest, consumer, producer, fatal = make_ingest(batches)
-    task = asyncio.ensure_future(ingest.run())
+    tp, ingest, consumer, producer, fatal, task = running(4, 10)
     # batch 2 is read and sent while batch 1 is not acknowledged
     await until(lambda: "send 2" in consumer.events)
     await asyncio.sleep(0.05)
@@ -168,10 +175,7 @@ async def test_the_next_batch_is_sent_before_the_one_before_is_acknowledged() ->
 
 
 async def test_a_batch_that_fails_commits_nothing_after_it() -> None:
-    tp = TP("labels", 0)
-    batches = [{tp: label_records(tp, 10 * i, 10)} for i in range(3)]
-    ingest, consumer, producer, fatal = make_ingest(batches)
-    task = asyncio.ensure_future(ingest.run())
+    _, _, consumer, producer, fatal, task = running(3, 10)
     await until(lambda: "send 2" in consumer.events)
     producer.ack(2)
     producer.fail(1, ValueError("the broker refused it"))
@@ -183,9 +187,7 @@ async def test_a_batch_that_fails_commits_nothing_after_it() -> None:
 
 
 async def test_stop_waits_until_every_batch_sent_is_committed() -> None:
-    tp = TP("labels", 0)
-    ingest, consumer, producer, _ = make_ingest([{tp: label_records(tp, 0, 5)}])
-    task = asyncio.ensure_future(ingest.run())
+    tp, ingest, consumer, producer, _, task = running(1, 5)
     await until(lambda: "send 1" in consumer.events)
     stop = asyncio.ensure_future(ingest.stop())
     await asyncio.sleep(0.05)
